@@ -1,0 +1,28 @@
+package metalbond
+
+import "github.com/metalbond/metalbond/route"
+
+// Installer is told about the routes a Client learns from its servers. It is
+// the seam between the protocol and the kernel (see package kernel) or any
+// other consumer.
+//
+// The Client calls an Installer from a single goroutine, never concurrently,
+// and in the order the changes happened. AddRoute is called once per route
+// (VNI, prefix, nexthop), however many servers sent it; RemoveRoute once,
+// when the last server has withdrawn it. Implementations must not block for
+// long: a slow installer delays every later change. An error is logged and
+// counted by the Client; an installer that can retry (as the kernel installer
+// does) should do so itself and return nil.
+type Installer interface {
+	AddRoute(r route.Route) error
+	RemoveRoute(r route.Route) error
+}
+
+// NopInstaller discards every change. It is the default Installer.
+type NopInstaller struct{}
+
+// AddRoute does nothing.
+func (NopInstaller) AddRoute(route.Route) error { return nil }
+
+// RemoveRoute does nothing.
+func (NopInstaller) RemoveRoute(route.Route) error { return nil }
