@@ -1,0 +1,256 @@
+package metalbond_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/metalbond/metalbond"
+	"github.com/metalbond/metalbond/route"
+)
+
+// startServer runs a server on a loopback port until the test ends.
+func startServer(t testing.TB, cfg metalbond.ServerConfig) (*metalbond.Server, string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return serveOn(t, ln, cfg), ln.Addr().String()
+}
+
+// serveOn runs a server on ln and returns it; the server stops when the
+// test ends or when stop is called through stopServer.
+func serveOn(t testing.TB, ln net.Listener, cfg metalbond.ServerConfig) *metalbond.Server {
+	t.Helper()
+	srv, err := metalbond.NewServer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	stopsMu.Lock()
+	stops[srv] = func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	}
+	stopsMu.Unlock()
+	t.Cleanup(func() { stopServer(srv) })
+	return srv
+}
+
+var (
+	stopsMu sync.Mutex
+	stops   = map[*metalbond.Server]func(){}
+)
+
+func stopServer(srv *metalbond.Server) {
+	stopsMu.Lock()
+	stop := stops[srv]
+	delete(stops, srv)
+	stopsMu.Unlock()
+	if stop != nil {
+		stop()
+	}
+}
+
+// testClient is a client with a recording installer, run until the test
+// ends or stop is called.
+type testClient struct {
+	*metalbond.Client
+	inst *recorder
+	stop func()
+}
+
+func startClient(t testing.TB, servers []string, mod ...func(*metalbond.ClientConfig)) *testClient {
+	t.Helper()
+	rec := newRecorder()
+	cfg := metalbond.ClientConfig{
+		Servers:   servers,
+		Installer: rec,
+		RetryMin:  20 * time.Millisecond,
+		RetryMax:  100 * time.Millisecond,
+	}
+	for _, f := range mod {
+		f(&cfg)
+	}
+	c, err := metalbond.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := c.Run(ctx); err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	var once sync.Once
+	tc := &testClient{Client: c, inst: rec, stop: func() { once.Do(func() { cancel(); <-done }) }}
+	t.Cleanup(tc.stop)
+	return tc
+}
+
+func (c *testClient) mustReady(t testing.TB) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.WaitReady(ctx); err != nil {
+		t.Fatalf("client not ready: %v", err)
+	}
+}
+
+func (c *testClient) subscribe(t testing.TB, vni route.VNI) {
+	t.Helper()
+	if err := c.Subscribe(context.Background(), vni); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (c *testClient) announce(t testing.TB, rs ...route.Route) {
+	t.Helper()
+	for _, r := range rs {
+		if err := c.Announce(context.Background(), r); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func (c *testClient) withdraw(t testing.TB, rs ...route.Route) {
+	t.Helper()
+	for _, r := range rs {
+		if err := c.Withdraw(context.Background(), r); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// recorder is an Installer that records the installed set and checks that
+// it is never told to add a route it has or remove one it lacks.
+type recorder struct {
+	mu       sync.Mutex
+	routes   map[route.Route]bool
+	adds     int
+	removes  int
+	problems []string
+	changed  chan struct{}
+}
+
+func newRecorder() *recorder {
+	return &recorder{routes: map[route.Route]bool{}, changed: make(chan struct{}, 1)}
+}
+
+func (r *recorder) AddRoute(rt route.Route) error {
+	r.mu.Lock()
+	if r.routes[rt] {
+		r.problems = append(r.problems, "duplicate add "+rt.String())
+	}
+	r.routes[rt] = true
+	r.adds++
+	r.mu.Unlock()
+	r.notify()
+	return nil
+}
+
+func (r *recorder) RemoveRoute(rt route.Route) error {
+	r.mu.Lock()
+	if !r.routes[rt] {
+		r.problems = append(r.problems, "remove of absent "+rt.String())
+	}
+	delete(r.routes, rt)
+	r.removes++
+	r.mu.Unlock()
+	r.notify()
+	return nil
+}
+
+func (r *recorder) notify() {
+	select {
+	case r.changed <- struct{}{}:
+	default:
+	}
+}
+
+func (r *recorder) snapshot() []route.Route {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]route.Route, 0, len(r.routes))
+	for rt := range r.routes {
+		out = append(out, rt)
+	}
+	slices.SortFunc(out, route.Route.Compare)
+	return out
+}
+
+func (r *recorder) counts() (adds, removes int, problems []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.adds, r.removes, slices.Clone(r.problems)
+}
+
+// waitRoutes waits until the installed set equals want exactly.
+func (r *recorder) waitRoutes(t testing.TB, want []route.Route) {
+	t.Helper()
+	want = slices.Clone(want)
+	slices.SortFunc(want, route.Route.Compare)
+	deadline := time.After(10 * time.Second)
+	for {
+		r.mu.Lock()
+		n := len(r.routes)
+		r.mu.Unlock()
+		var got []route.Route
+		if n == len(want) {
+			got = r.snapshot()
+		}
+		if n == len(want) && slices.Equal(got, want) {
+			if _, _, p := r.counts(); len(p) > 0 {
+				t.Fatalf("installer misuse: %v", p)
+			}
+			return
+		}
+		select {
+		case <-r.changed:
+		case <-time.After(20 * time.Millisecond):
+		case <-deadline:
+			got = r.snapshot()
+			t.Fatalf("installed routes:\n got %s\nwant %s", fmtRoutes(got), fmtRoutes(want))
+		}
+	}
+}
+
+func fmtRoutes(rs []route.Route) string {
+	if len(rs) > 10 {
+		return fmt.Sprintf("%d routes, first %v ... last %v", len(rs), rs[0], rs[len(rs)-1])
+	}
+	return fmt.Sprint(rs)
+}
+
+func mustRoute(t testing.TB, s string) route.Route {
+	t.Helper()
+	r, err := route.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// manyRoutes returns n distinct /32 routes in vni through nexthop.
+func manyRoutes(vni route.VNI, n int, nexthop string) []route.Route {
+	out := make([]route.Route, n)
+	for i := range out {
+		out[i] = route.Route{
+			VNI:     vni,
+			Prefix:  netipPrefix(10<<24|uint32(i), 32),
+			NextHop: route.NextHop{Address: netipMustAddr(nexthop)},
+		}
+	}
+	return out
+}

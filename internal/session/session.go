@@ -1,0 +1,454 @@
+// Package session runs one MetalBond v1 conversation over a connection: the
+// handshake, keepalives and hold timer, a reader that hands messages to a
+// Handler in the order they arrived, and a writer that drains a bounded send
+// queue in batches.
+//
+// Goroutines: Run's caller is the reader and owns the protocol state; Run
+// starts one writer goroutine and waits for it before returning.
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/metalbond/metalbond/internal/wire"
+)
+
+// Errors that end a session, besides protocol and I/O errors.
+var (
+	// ErrHoldExpired: nothing was received for 2.5 keepalive intervals.
+	ErrHoldExpired = errors.New("hold timer expired")
+	// ErrHandshakeTimeout: the handshake did not finish in time.
+	ErrHandshakeTimeout = errors.New("handshake timed out")
+	// ErrStalled: the peer accepted no data for Config.WriteTimeout.
+	ErrStalled = errors.New("peer stalled: no write progress")
+	// ErrQueueFull: the send queue passed Config.MaxQueue bytes.
+	ErrQueueFull = errors.New("send queue over its memory bound")
+	// ErrClosed: the session was closed locally.
+	ErrClosed = errors.New("session closed")
+)
+
+// Config configures a Session. Zero fields take the defaults noted.
+type Config struct {
+	Role Role
+	// Keepalive is the interval this side proposes (client) or the largest
+	// it accepts (server). Default 5s.
+	Keepalive time.Duration
+	// HandshakeTimeout bounds the handshake. Default 2.5 × Keepalive.
+	HandshakeTimeout time.Duration
+	// WriteTimeout closes the session when the peer accepts no data for this
+	// long while data is waiting. Default 30s.
+	WriteTimeout time.Duration
+	// MaxQueue is the memory bound of the send queue in bytes. Default 64 MiB.
+	MaxQueue int
+	// HighWater is the queue size above which WaitWritable blocks. Default 1 MiB.
+	HighWater int
+	// ReadBufferSize is the size of the read buffer. Default 16 KiB.
+	ReadBufferSize int
+	// Logger receives session events. Default discards.
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.Keepalive <= 0 {
+		c.Keepalive = 5 * time.Second
+	}
+	if c.HandshakeTimeout <= 0 {
+		c.HandshakeTimeout = c.Keepalive * 5 / 2
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 30 * time.Second
+	}
+	if c.MaxQueue <= 0 {
+		c.MaxQueue = 64 << 20
+	}
+	if c.HighWater <= 0 {
+		c.HighWater = 1 << 20
+	}
+	if c.ReadBufferSize <= 0 {
+		c.ReadBufferSize = 16 << 10
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Handler receives what a session learns. Its methods are called from the
+// session's reader goroutine, one at a time, in the order the messages
+// arrived; they must not block for long.
+type Handler interface {
+	// Established is called once when the handshake completes.
+	Established(s *Session)
+	// Handle is called for each SUBSCRIBE and UNSUBSCRIBE received once
+	// established. An error closes the session with that error.
+	Handle(s *Session, m wire.Message) error
+	// HandleUpdate is called for each UPDATE received once established; u
+	// is valid only during the call. An error closes the session.
+	HandleUpdate(s *Session, u *wire.Update) error
+}
+
+// Session is one conversation with a peer. Its methods are safe for
+// concurrent use.
+type Session struct {
+	conn net.Conn
+	cfg  Config
+	h    Handler
+	q    *queue
+
+	established chan struct{} // closed when the handshake completes
+	done        chan struct{} // closed when the session starts closing
+	closeOnce   sync.Once
+	err         error // first reason to close; written once under closeOnce
+
+	state     atomic.Uint32
+	progress  atomic.Int64 // unix nanoseconds of the last write that made progress
+	keepalive atomic.Int64 // agreed interval in nanoseconds
+	since     atomic.Int64 // unix nanoseconds when established
+
+	updatesIn  atomic.Uint64
+	updatesOut atomic.Uint64
+	msgsIn     [6]atomic.Uint64 // by wire.Type
+}
+
+// New prepares a session over conn. Nothing happens until Run.
+func New(conn net.Conn, cfg Config, h Handler) *Session {
+	cfg.setDefaults()
+	return &Session{conn: conn, cfg: cfg, h: h, q: newQueue(),
+		established: make(chan struct{}), done: make(chan struct{})}
+}
+
+// Run performs the handshake and serves the session until it ends, then
+// closes the connection and returns the reason: ctx's error when ctx was
+// cancelled, otherwise the protocol, timeout or I/O error that ended it.
+func (s *Session) Run(ctx context.Context) error {
+	s.progress.Store(time.Now().UnixNano())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.writeLoop()
+	}()
+	stop := context.AfterFunc(ctx, func() { s.fail(ctx.Err()) })
+	err := s.readLoop()
+	stop()
+	s.fail(err)
+	wg.Wait()
+	return s.err
+}
+
+// Close ends the session with ErrClosed; Run returns soon after.
+func (s *Session) Close() { s.fail(ErrClosed) }
+
+// fail records the first reason to close and tears the connection down,
+// which unblocks both the reader and the writer.
+func (s *Session) fail(err error) {
+	s.closeOnce.Do(func() {
+		if err == nil {
+			err = ErrClosed
+		}
+		s.err = err
+		s.state.Store(uint32(StateClosed))
+		s.q.close()
+		s.conn.Close()
+		close(s.done)
+	})
+}
+
+// Send queues encoded frames (see wire.AppendFrame) holding updates UPDATE
+// messages. It never blocks. It reports whether the queue is above its
+// high-water mark afterwards, so the producer can apply back-pressure with
+// WaitWritable. When the queue passes its memory bound the session is closed
+// with ErrQueueFull (the peer will reconnect and resync); frames sent to a
+// closed session are dropped.
+func (s *Session) Send(frames []byte, updates int) (congested bool) {
+	return s.SendFunc(func(b []byte) ([]byte, int) { return append(b, frames...), updates })
+}
+
+// SendFunc is Send for a producer that encodes straight into the queue:
+// fn appends frames to b and returns it with the number of UPDATE messages
+// it appended. fn runs with the queue locked and must not call methods of s.
+func (s *Session) SendFunc(fn func(b []byte) ([]byte, int)) (congested bool) {
+	var updates int
+	pending, ok := s.q.push(func(b []byte) []byte {
+		b, updates = fn(b)
+		return b
+	}, false)
+	if !ok {
+		return false
+	}
+	s.updatesOut.Add(uint64(updates))
+	if pending > s.cfg.MaxQueue {
+		s.fail(fmt.Errorf("%w: %d bytes queued", ErrQueueFull, pending))
+		return false
+	}
+	return pending > s.cfg.HighWater
+}
+
+// stuckAfter is how long a session may go without write progress before
+// producers stop waiting for it: a slow peer slows its producers down, a
+// stuck one does not (it is closed after Config.WriteTimeout instead).
+const stuckAfter = 250 * time.Millisecond
+
+// WaitWritable blocks while the send queue is above half its high-water
+// mark, at most max, applying back-pressure to whoever produces the data
+// (an announcer on the server, Announce on the client). It returns at once
+// for a peer that has made no write progress for a while. It reports whether
+// the queue drained.
+func (s *Session) WaitWritable(ctx context.Context, max time.Duration) bool {
+	if time.Since(time.Unix(0, s.progress.Load())) > stuckAfter && s.q.pending() > 0 {
+		return false
+	}
+	return s.q.waitBelow(ctx, s.cfg.HighWater/2, max)
+}
+
+// Established returns a channel closed once the handshake has completed.
+func (s *Session) EstablishedC() <-chan struct{} { return s.established }
+
+// State returns the current state.
+func (s *Session) State() State { return State(s.state.Load()) }
+
+// RemoteAddr returns the peer's address.
+func (s *Session) RemoteAddr() net.Addr { return s.conn.RemoteAddr() }
+
+// Info is a snapshot of a session for status pages and metrics.
+type Info struct {
+	Remote, Local   string
+	Role            Role // our role
+	State           State
+	Keepalive       time.Duration // agreed interval, zero before the HELLO exchange
+	EstablishedAt   time.Time     // zero unless established
+	UpdatesReceived uint64
+	UpdatesSent     uint64
+	Messages        [6]uint64 // received, by wire.Type
+	QueueBytes      int
+}
+
+// Info returns a snapshot of the session's state and counters.
+func (s *Session) Info() Info {
+	in := Info{
+		Remote:          s.conn.RemoteAddr().String(),
+		Local:           s.conn.LocalAddr().String(),
+		Role:            s.cfg.Role,
+		State:           s.State(),
+		Keepalive:       time.Duration(s.keepalive.Load()),
+		UpdatesReceived: s.updatesIn.Load(),
+		UpdatesSent:     s.updatesOut.Load(),
+		QueueBytes:      s.q.pending(),
+	}
+	if ns := s.since.Load(); ns != 0 {
+		in.EstablishedAt = time.Unix(0, ns)
+	}
+	for i := range in.Messages {
+		in.Messages[i] = s.msgsIn[i].Load()
+	}
+	return in
+}
+
+func (s *Session) sendPrio(m wire.Message) {
+	frame, err := wire.AppendFrame(nil, m)
+	if err != nil {
+		panic(err) // our own messages are always encodable
+	}
+	s.q.push(func(b []byte) []byte { return append(b, frame...) }, true)
+}
+
+// readLoop runs the handshake and then hands messages to the handler until
+// an error. It owns the protocol state.
+func (s *Session) readLoop() error {
+	st := StateConnecting
+	if s.cfg.Role == RoleClient {
+		s.sendPrio(wire.Hello{Keepalive: seconds(s.cfg.Keepalive)})
+		st = StateHelloSent
+	}
+	s.state.Store(uint32(st))
+	r := wire.NewReader(s.conn)
+	var u wire.Update
+	hold := s.cfg.HandshakeTimeout
+	deadline := time.Now().Add(hold)
+	if err := s.conn.SetReadDeadline(deadline); err != nil {
+		return err
+	}
+	var lastSet time.Time = time.Now()
+	for {
+		// Refresh the hold timer when a read may block, at most every
+		// hold/8, so the common case of a full buffer costs nothing.
+		if st == StateEstablished && r.Buffered() < wire.HeaderLen+wire.MaxBodyLen {
+			if now := time.Now(); now.Sub(lastSet) > hold/8 {
+				lastSet = now
+				if err := s.conn.SetReadDeadline(now.Add(hold)); err != nil {
+					return err
+				}
+			}
+		}
+		t, body, err := r.ReadFrame()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				if st == StateEstablished {
+					return fmt.Errorf("%w after %v of silence", ErrHoldExpired, hold)
+				}
+				return fmt.Errorf("%w in state %s after %v", ErrHandshakeTimeout, st, s.cfg.HandshakeTimeout)
+			}
+			if errors.Is(err, io.EOF) {
+				return fmt.Errorf("connection closed by peer in state %s", st)
+			}
+			return err
+		}
+		s.msgsIn[t].Add(1) // ReadFrame returns only valid types
+		next, acts, err := transition(s.cfg.Role, st, t)
+		if err != nil {
+			return err
+		}
+		if t == wire.TypeUpdate && len(acts) == 1 && acts[0] == actDeliver {
+			// The hot path: no interface boxing, no allocation.
+			if u, err = wire.DecodeUpdate(body); err != nil {
+				return err
+			}
+			s.updatesIn.Add(1)
+			if err := s.h.HandleUpdate(s, &u); err != nil {
+				return err
+			}
+			continue
+		}
+		m, err := wire.Decode(t, body)
+		if err != nil {
+			return err
+		}
+		for _, a := range acts {
+			switch a {
+			case actSendHello:
+				hello := m.(wire.Hello)
+				ka := min(time.Duration(hello.Keepalive)*time.Second, s.cfg.Keepalive.Truncate(time.Second))
+				s.agree(ka)
+				s.sendPrio(wire.Hello{Keepalive: seconds(ka), IsServer: true})
+			case actSendKeepalive:
+				if hello, ok := m.(wire.Hello); ok { // client: the server's answer
+					s.agree(min(time.Duration(hello.Keepalive)*time.Second, s.cfg.Keepalive))
+				}
+				s.sendPrio(wire.Keepalive{})
+			case actEstablished:
+				hold = time.Duration(s.keepalive.Load()) * 5 / 2
+				lastSet = time.Time{}
+				s.since.Store(time.Now().UnixNano())
+				s.state.Store(uint32(StateEstablished))
+				st = StateEstablished
+				close(s.established)
+				s.h.Established(s)
+			case actDeliver:
+				if err := s.h.Handle(s, m); err != nil {
+					return err
+				}
+			}
+		}
+		if next != st {
+			st = next
+			s.state.Store(uint32(st))
+		}
+	}
+}
+
+// agree records the agreed keepalive interval.
+func (s *Session) agree(d time.Duration) {
+	if d < time.Second {
+		d = time.Second
+	}
+	s.keepalive.Store(int64(d))
+}
+
+func seconds(d time.Duration) uint32 {
+	sec := uint32(d / time.Second)
+	if sec == 0 {
+		sec = 1
+	}
+	return sec
+}
+
+// maxWrite bounds one write so that the stall timer measures progress.
+const maxWrite = 256 << 10
+
+// writeLoop drains the queue and, for clients, sends keepalives.
+func (s *Session) writeLoop() {
+	var tick <-chan time.Time
+	est := s.established
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-s.q.wake:
+		case <-est:
+			est = nil
+			if s.cfg.Role == RoleClient {
+				t := time.NewTicker(time.Duration(s.keepalive.Load()))
+				defer t.Stop()
+				tick = t.C
+			}
+			continue
+		case <-tick:
+			s.sendPrio(wire.Keepalive{})
+			continue
+		}
+		if err := s.drain(); err != nil {
+			s.fail(err)
+			return
+		}
+	}
+}
+
+// drain writes everything queued until the queue is empty.
+func (s *Session) drain() error {
+	for {
+		prio, buf := s.q.take()
+		if len(prio) == 0 && len(buf) == 0 {
+			return nil
+		}
+		if err := s.write(prio); err != nil {
+			return err
+		}
+		for b := buf; len(b) > 0; {
+			n := min(len(b), maxWrite)
+			if err := s.write(b[:n]); err != nil {
+				return err
+			}
+			b = b[n:]
+			// Keepalives queued meanwhile go out between chunks, so a
+			// long backlog never starves them.
+			if p := s.q.takePrio(); len(p) > 0 {
+				if err := s.write(p); err != nil {
+					return err
+				}
+			}
+		}
+		s.q.done(buf, s.cfg.HighWater/2)
+	}
+}
+
+// write writes b; each write must make progress within WriteTimeout.
+func (s *Session) write(b []byte) error {
+	for len(b) > 0 {
+		if err := s.conn.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout)); err != nil {
+			return err
+		}
+		n, err := s.conn.Write(b)
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() && n == 0 {
+				return fmt.Errorf("%w for %v", ErrStalled, s.cfg.WriteTimeout)
+			}
+			if !(errors.As(err, &ne) && ne.Timeout()) {
+				return fmt.Errorf("write: %w", err)
+			}
+		}
+		if n > 0 {
+			s.progress.Store(time.Now().UnixNano())
+		}
+		b = b[n:]
+	}
+	return nil
+}

@@ -1,0 +1,396 @@
+package metalbond
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/metalbond/metalbond/internal/routetable"
+	"github.com/metalbond/metalbond/internal/session"
+	"github.com/metalbond/metalbond/internal/wire"
+	"github.com/metalbond/metalbond/route"
+)
+
+// ServerConfig configures a Server. The zero value is usable: every zero
+// field takes the default noted.
+type ServerConfig struct {
+	// Keepalive is the largest keepalive interval the server agrees to;
+	// a client proposing a longer one gets this. Default 5s.
+	Keepalive time.Duration
+	// WriteTimeout disconnects a peer that accepts no data for this long
+	// while data waits for it (a stuck peer). Default 30s.
+	WriteTimeout time.Duration
+	// MaxQueue is the memory bound of each peer's send queue in bytes;
+	// a peer whose queue passes it is disconnected and resyncs when it
+	// reconnects. Default 64 MiB.
+	MaxQueue int
+	// HighWater is the send-queue size above which announcers in the same
+	// VNI are slowed down (back-pressure). Default 1 MiB.
+	HighWater int
+	// Logger receives one line per session event, and per-route lines at
+	// debug level. Default discards.
+	Logger *slog.Logger
+}
+
+// Server is a MetalBond route server: it accepts peers, remembers the routes
+// each announces and reflects them to every peer subscribed to the VNI.
+//
+// A Server is safe for concurrent use. Create it with NewServer and run it
+// with Serve; one Server may serve several listeners.
+type Server struct {
+	cfg ServerConfig
+	log *slog.Logger
+
+	mu    sync.RWMutex // guards the following
+	vnis  map[route.VNI]*vniState
+	peers map[*serverPeer]struct{}
+
+	nextID atomic.Uint32
+	stats  serverCounters
+}
+
+// vniState is one VNI: its routes and its subscribers, under one lock so
+// that a table change and its fan-out, or a subscription and its initial
+// table, are atomic with respect to each other. That is what gives every
+// subscriber each route exactly once.
+type vniState struct {
+	mu     sync.Mutex // guards the following
+	routes *routetable.Shard
+	subs   []*serverPeer
+}
+
+type serverCounters struct {
+	accepted          atomic.Uint64
+	handshakeFailures atomic.Uint64
+	protocolErrors    [numProtocolErrorKinds]atomic.Uint64 // by protocolErrorKind
+	slowPeersDropped  atomic.Uint64
+	updatesReceived   atomic.Uint64
+	updatesSent       atomic.Uint64
+}
+
+// NewServer returns a Server configured by cfg.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	if cfg.Keepalive < 0 || (cfg.Keepalive > 0 && cfg.Keepalive < time.Second) {
+		return nil, fmt.Errorf("keepalive %v: must be at least 1s", cfg.Keepalive)
+	}
+	if cfg.Keepalive == 0 {
+		cfg.Keepalive = DefaultKeepalive
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Server{
+		cfg:   cfg,
+		log:   cfg.Logger,
+		vnis:  make(map[route.VNI]*vniState),
+		peers: make(map[*serverPeer]struct{}),
+	}, nil
+}
+
+// DefaultKeepalive is the keepalive interval used when none is configured.
+const DefaultKeepalive = 5 * time.Second
+
+// DefaultPort is the TCP port MetalBond listens on by default.
+const DefaultPort = 4711
+
+// ListenAndServe listens on the TCP address addr and calls Serve.
+func (s *Server) ListenAndServe(ctx context.Context, addr string) error {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve accepts peers on ln until ctx is done, then closes ln and every
+// session it accepted, waits for them to finish and returns nil. It returns
+// an error only if ln fails permanently (after closing its sessions too).
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	s.log.Info("listening", "addr", ln.Addr().String())
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	backoff := 5 * time.Millisecond
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporaryAcceptError(err) {
+				s.log.Warn("accept failed, retrying", "err", err, "backoff", backoff)
+				select {
+				case <-time.After(backoff):
+				case <-ctx.Done():
+					return nil
+				}
+				backoff = min(2*backoff, time.Second)
+				continue
+			}
+			return fmt.Errorf("accept: %w", err)
+		}
+		backoff = 5 * time.Millisecond
+		s.stats.accepted.Add(1)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.servePeer(ctx, conn)
+		}()
+	}
+}
+
+// serverPeer is the server's side of one session.
+type serverPeer struct {
+	srv  *Server
+	id   routetable.SourceID
+	sess *session.Session
+	log  *slog.Logger
+
+	mu        sync.Mutex // guards the following (written by the reader goroutine, read by snapshots)
+	subs      map[route.VNI]*vniState
+	announced map[route.VNI]*vniState // VNIs it may hold routes in
+
+	// Owned by the session's reader goroutine.
+	frame     []byte
+	congested []*serverPeer
+}
+
+func (s *Server) servePeer(ctx context.Context, conn net.Conn) {
+	p := &serverPeer{
+		srv:       s,
+		id:        routetable.SourceID(s.nextID.Add(1)),
+		log:       s.log.With("peer", conn.RemoteAddr().String()),
+		subs:      make(map[route.VNI]*vniState),
+		announced: make(map[route.VNI]*vniState),
+	}
+	p.sess = session.New(conn, session.Config{
+		Role:         session.RoleServer,
+		Keepalive:    s.cfg.Keepalive,
+		WriteTimeout: s.cfg.WriteTimeout,
+		MaxQueue:     s.cfg.MaxQueue,
+		HighWater:    s.cfg.HighWater,
+		Logger:       p.log,
+	}, p)
+	s.mu.Lock()
+	s.peers[p] = struct{}{}
+	s.mu.Unlock()
+
+	p.log.Debug("session accepted")
+	err := p.sess.Run(ctx)
+	established := !p.sess.Info().EstablishedAt.IsZero()
+	p.withdrawAll()
+
+	s.mu.Lock()
+	delete(s.peers, p)
+	s.mu.Unlock()
+
+	switch {
+	case ctx.Err() != nil:
+		p.log.Info("session closed", "reason", "server shutting down")
+	default:
+		s.countClose(err, established)
+		p.log.Info("session down", "err", err)
+	}
+}
+
+// countClose classifies why a session ended for the statistics.
+func (s *Server) countClose(err error, established bool) {
+	switch {
+	case errors.Is(err, session.ErrStalled), errors.Is(err, session.ErrQueueFull):
+		s.stats.slowPeersDropped.Add(1)
+	case !established && (errors.Is(err, session.ErrHandshakeTimeout) || isProtocolError(err)):
+		s.stats.handshakeFailures.Add(1)
+	}
+	if k, ok := protocolErrorKindOf(err); ok {
+		s.stats.protocolErrors[k].Add(1)
+	}
+}
+
+// Established implements session.Handler.
+func (p *serverPeer) Established(s *session.Session) {
+	in := s.Info()
+	p.log.Info("session established", "keepalive", in.Keepalive)
+}
+
+// Handle implements session.Handler: it applies one message of the peer.
+func (p *serverPeer) Handle(_ *session.Session, m wire.Message) error {
+	switch m := m.(type) {
+	case wire.Subscribe:
+		p.subscribe(m.VNI)
+	case wire.Unsubscribe:
+		p.unsubscribe(m.VNI)
+	}
+	return nil
+}
+
+// HandleUpdate implements session.Handler.
+func (p *serverPeer) HandleUpdate(_ *session.Session, u *wire.Update) error {
+	p.srv.stats.updatesReceived.Add(1)
+	p.update(u.Action, u.Route)
+	return nil
+}
+
+// vni returns the state of vni, creating it if needed.
+func (s *Server) vni(vni route.VNI) *vniState {
+	s.mu.RLock()
+	st := s.vnis[vni]
+	s.mu.RUnlock()
+	if st != nil {
+		return st
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st = s.vnis[vni]; st == nil {
+		st = &vniState{routes: routetable.NewShard(vni)}
+		s.vnis[vni] = st
+	}
+	return st
+}
+
+func (p *serverPeer) subscribe(vni route.VNI) {
+	p.mu.Lock()
+	_, dup := p.subs[vni]
+	p.mu.Unlock()
+	if dup {
+		p.log.Debug("duplicate subscription ignored", "vni", vni)
+		return
+	}
+	st := p.srv.vni(vni)
+	st.mu.Lock()
+	st.subs = append(st.subs, p)
+	n := 0
+	p.sess.SendFunc(func(b []byte) ([]byte, int) {
+		st.routes.Range(func(pfx netip.Prefix, nh route.NextHop, h routetable.Holders) bool {
+			// NAT routes are not sent back to the peer that announced them.
+			if nh.Type == route.NextHopNAT && h.Has(p.id) {
+				return true
+			}
+			b = wire.AppendUpdate(b, wire.ActionAdd, route.Route{VNI: vni, Prefix: pfx, NextHop: nh})
+			n++
+			return true
+		})
+		return b, n
+	})
+	st.mu.Unlock()
+	p.mu.Lock()
+	p.subs[vni] = st
+	p.mu.Unlock()
+	p.srv.stats.updatesSent.Add(uint64(n))
+	p.log.Info("subscribed", "vni", vni, "routes", n)
+}
+
+func (p *serverPeer) unsubscribe(vni route.VNI) {
+	p.mu.Lock()
+	st := p.subs[vni]
+	delete(p.subs, vni)
+	p.mu.Unlock()
+	if st == nil {
+		p.log.Debug("unsubscribe without subscription ignored", "vni", vni)
+		return
+	}
+	st.mu.Lock()
+	st.removeSub(p)
+	st.mu.Unlock()
+	p.log.Info("unsubscribed", "vni", vni)
+}
+
+func (st *vniState) removeSub(p *serverPeer) {
+	if i := slices.Index(st.subs, p); i >= 0 {
+		st.subs[i] = st.subs[len(st.subs)-1]
+		st.subs[len(st.subs)-1] = nil
+		st.subs = st.subs[:len(st.subs)-1]
+	}
+}
+
+func (p *serverPeer) update(a wire.Action, r route.Route) {
+	st, ok := p.announced[r.VNI] // read by the only writer: no lock needed
+	if !ok {
+		st = p.srv.vni(r.VNI)
+		p.mu.Lock()
+		p.announced[r.VNI] = st
+		p.mu.Unlock()
+	}
+	st.mu.Lock()
+	var changed bool
+	if a == wire.ActionAdd {
+		changed = st.routes.Add(r.Prefix, r.NextHop, p.id)
+	} else {
+		changed = st.routes.Remove(r.Prefix, r.NextHop, p.id)
+	}
+	if changed {
+		p.frame = wire.AppendUpdate(p.frame[:0], a, r)
+		p.fanout(st)
+	}
+	st.mu.Unlock()
+	if p.srv.log.Enabled(context.Background(), slog.LevelDebug) {
+		p.log.Debug("update", "action", a, "vni", r.VNI, "prefix", r.Prefix, "nexthop", r.NextHop, "changed", changed)
+	}
+	p.applyBackPressure()
+}
+
+// fanout sends p.frame to every subscriber of st except p. st.mu is held.
+func (p *serverPeer) fanout(st *vniState) {
+	for _, sub := range st.subs {
+		if sub == p {
+			continue
+		}
+		if sub.sess.Send(p.frame, 1) {
+			p.congested = append(p.congested, sub)
+		}
+	}
+	p.srv.stats.updatesSent.Add(uint64(len(st.subs)))
+}
+
+// applyBackPressure waits for subscribers whose queues passed the high-water
+// mark to drain, which slows this announcer down to what they can take
+// (through TCP flow control) instead of losing anything. The wait is bounded
+// so that keepalives of this peer keep being answered, and stuck subscribers
+// are not waited for at all: they are disconnected by their write timeout.
+func (p *serverPeer) applyBackPressure() {
+	for i, sub := range p.congested {
+		sub.sess.WaitWritable(context.Background(), time.Second)
+		p.congested[i] = nil
+	}
+	p.congested = p.congested[:0]
+}
+
+// withdrawAll removes every route of p and its subscriptions after its
+// session ended.
+func (p *serverPeer) withdrawAll() {
+	p.mu.Lock()
+	subs, announced := p.subs, p.announced
+	p.subs, p.announced = map[route.VNI]*vniState{}, map[route.VNI]*vniState{}
+	p.mu.Unlock()
+	for _, st := range subs {
+		st.mu.Lock()
+		st.removeSub(p)
+		st.mu.Unlock()
+	}
+	for vni, st := range announced {
+		n := 0
+		st.mu.Lock()
+		st.routes.RemoveSource(p.id, func(pfx netip.Prefix, nh route.NextHop) {
+			p.frame = wire.AppendUpdate(p.frame[:0], wire.ActionRemove, route.Route{VNI: vni, Prefix: pfx, NextHop: nh})
+			p.fanout(st)
+			n++
+		})
+		st.mu.Unlock()
+		if n > 0 {
+			p.log.Info("withdrew routes of closed session", "vni", vni, "routes", n)
+		}
+	}
+	p.congested = p.congested[:0]
+}

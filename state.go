@@ -1,0 +1,197 @@
+package metalbond
+
+import (
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/metalbond/metalbond/internal/routetable"
+	"github.com/metalbond/metalbond/internal/session"
+	"github.com/metalbond/metalbond/route"
+)
+
+// PeerInfo is a snapshot of one session, for status pages and metrics.
+type PeerInfo struct {
+	// ID identifies the session within its Server or Client.
+	ID uint32
+	// Remote and Local are the connection's addresses. For a client
+	// session that is not connected, Remote is the configured server
+	// address and Local is empty.
+	Remote, Local string
+	// Direction is "inbound" (accepted by a server) or "outbound" (dialled
+	// by a client).
+	Direction string
+	// State is the v1 session state: CONNECTING, HELLO_SENT,
+	// HELLO_RECEIVED, ESTABLISHED, RETRY or CLOSED.
+	State string
+	// Keepalive is the agreed keepalive interval (zero before the HELLO
+	// exchange).
+	Keepalive time.Duration
+	// EstablishedAt is when the session became established (zero if not).
+	EstablishedAt time.Time
+	// Subscriptions are the VNIs this session subscribes to: the peer's on
+	// a server, ours on a client.
+	Subscriptions []route.VNI
+	// Routes is the number of routes the peer currently announces to us.
+	Routes int
+	// UpdatesReceived and UpdatesSent count UPDATE messages.
+	UpdatesReceived, UpdatesSent uint64
+	// MessagesReceived counts received messages by type name.
+	MessagesReceived map[string]uint64
+	// QueueBytes is the number of bytes waiting in the send queue.
+	QueueBytes int
+}
+
+func fillSessionInfo(pi *PeerInfo, in session.Info) {
+	pi.Remote, pi.Local = in.Remote, in.Local
+	pi.State = in.State.String()
+	pi.Keepalive = in.Keepalive
+	pi.EstablishedAt = in.EstablishedAt
+	pi.UpdatesReceived, pi.UpdatesSent = in.UpdatesReceived, in.UpdatesSent
+	pi.QueueBytes = in.QueueBytes
+	pi.MessagesReceived = make(map[string]uint64, 5)
+	for t, n := range in.Messages {
+		if t > 0 {
+			pi.MessagesReceived[messageTypeNames[t]] = n
+		}
+	}
+}
+
+var messageTypeNames = [...]string{"", "HELLO", "KEEPALIVE", "SUBSCRIBE", "UNSUBSCRIBE", "UPDATE"}
+
+// VNIInfo summarises one VNI of a route table.
+type VNIInfo struct {
+	VNI route.VNI
+	// Routes is the number of (prefix, nexthop) routes; Prefixes the number
+	// of distinct prefixes.
+	Routes, Prefixes int
+	// Subscribers is the number of peers subscribed (server only).
+	Subscribers int
+}
+
+// RouteInfo is one route with the peers that hold it.
+type RouteInfo struct {
+	route.Route
+	// Peers are the IDs of the sessions the route was received from
+	// (see PeerInfo.ID).
+	Peers []uint32
+}
+
+// ServerStats are cumulative counters of a Server.
+type ServerStats struct {
+	Accepted          uint64
+	HandshakeFailures uint64
+	// ProtocolErrors counts sessions closed for a protocol error, by kind:
+	// bad_version, unknown_type, too_large, malformed, invalid,
+	// unexpected_message.
+	ProtocolErrors map[string]uint64
+	// SlowPeersDropped counts peers disconnected because they stalled or
+	// their send queue passed its memory bound.
+	SlowPeersDropped uint64
+	UpdatesReceived  uint64
+	// UpdatesSent counts UPDATE messages queued to subscribers.
+	UpdatesSent uint64
+}
+
+// Stats returns the server's counters.
+func (s *Server) Stats() ServerStats {
+	st := ServerStats{
+		Accepted:          s.stats.accepted.Load(),
+		HandshakeFailures: s.stats.handshakeFailures.Load(),
+		ProtocolErrors:    make(map[string]uint64, numProtocolErrorKinds),
+		SlowPeersDropped:  s.stats.slowPeersDropped.Load(),
+		UpdatesReceived:   s.stats.updatesReceived.Load(),
+		UpdatesSent:       s.stats.updatesSent.Load(),
+	}
+	for k := range numProtocolErrorKinds {
+		st.ProtocolErrors[k.String()] = s.stats.protocolErrors[k].Load()
+	}
+	return st
+}
+
+// Peers returns a snapshot of the connected peers, sorted by ID.
+func (s *Server) Peers() []PeerInfo {
+	s.mu.RLock()
+	peers := make([]*serverPeer, 0, len(s.peers))
+	for p := range s.peers {
+		peers = append(peers, p)
+	}
+	s.mu.RUnlock()
+	out := make([]PeerInfo, 0, len(peers))
+	for _, p := range peers {
+		pi := PeerInfo{ID: uint32(p.id), Direction: "inbound"}
+		fillSessionInfo(&pi, p.sess.Info())
+		p.mu.Lock()
+		for vni := range p.subs {
+			pi.Subscriptions = append(pi.Subscriptions, vni)
+		}
+		announced := make([]*vniState, 0, len(p.announced))
+		for _, st := range p.announced {
+			announced = append(announced, st)
+		}
+		p.mu.Unlock()
+		for _, st := range announced {
+			st.mu.Lock()
+			pi.Routes += st.routes.SourceLen(p.id)
+			st.mu.Unlock()
+		}
+		slices.Sort(pi.Subscriptions)
+		out = append(out, pi)
+	}
+	slices.SortFunc(out, func(a, b PeerInfo) int { return int(a.ID) - int(b.ID) })
+	return out
+}
+
+func (s *Server) vniStates() map[route.VNI]*vniState {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	m := make(map[route.VNI]*vniState, len(s.vnis))
+	for k, v := range s.vnis {
+		m[k] = v
+	}
+	return m
+}
+
+// VNIs returns a summary of every VNI with routes or subscribers, sorted.
+func (s *Server) VNIs() []VNIInfo {
+	var out []VNIInfo
+	for vni, st := range s.vniStates() {
+		st.mu.Lock()
+		in := VNIInfo{VNI: vni, Routes: st.routes.Len(), Prefixes: st.routes.Prefixes(), Subscribers: len(st.subs)}
+		st.mu.Unlock()
+		if in.Routes > 0 || in.Subscribers > 0 {
+			out = append(out, in)
+		}
+	}
+	slices.SortFunc(out, func(a, b VNIInfo) int { return int(a.VNI) - int(b.VNI) })
+	return out
+}
+
+// Routes returns the routes of vni with the peers holding each, sorted by
+// prefix and nexthop.
+func (s *Server) Routes(vni route.VNI) []RouteInfo {
+	s.mu.RLock()
+	st := s.vnis[vni]
+	s.mu.RUnlock()
+	if st == nil {
+		return nil
+	}
+	st.mu.Lock()
+	out := make([]RouteInfo, 0, st.routes.Len())
+	st.routes.Range(func(p netip.Prefix, nh route.NextHop, h routetable.Holders) bool {
+		ri := RouteInfo{Route: route.Route{VNI: vni, Prefix: p, NextHop: nh}, Peers: make([]uint32, 0, h.Len())}
+		h.Each(func(id routetable.SourceID) { ri.Peers = append(ri.Peers, uint32(id)) })
+		out = append(out, ri)
+		return true
+	})
+	st.mu.Unlock()
+	sortRouteInfos(out)
+	return out
+}
+
+func sortRouteInfos(rs []RouteInfo) {
+	slices.SortFunc(rs, func(a, b RouteInfo) int { return a.Route.Compare(b.Route) })
+	for i := range rs {
+		slices.Sort(rs[i].Peers)
+	}
+}
