@@ -1,0 +1,38 @@
+// Package kernel installs the routes a MetalBond client receives into Linux
+// routing tables, as IP-in-IPv6 encapsulated routes on a tunnel device.
+//
+// A route for VNI v becomes, in the table mapped to v, a route of its
+// prefix towards a nexthop object that encapsulates to the nexthop's
+// underlay address on Config.Device:
+//
+//	ip -6 nexthop add id 1 encap ip6 dst 2001:db8::1 dev overlay-tun proto 254
+//	ip route add 10.0.23.0/24 nhid 1 table 100 proto 254
+//
+// Several nexthops for one prefix become a nexthop group, so the route is
+// one multipath route whose members are sorted by route.NextHop.Compare.
+// The same form serves IPv4 and IPv6 prefixes; docs/kernel.md explains why.
+//
+// An Installer holds the desired state (AddRoute and RemoveRoute only
+// record changes and never wait for the kernel); Run applies changes in
+// pipelined netlink batches, retries what the kernel refuses with
+// exponential backoff, and reconciles the tables with the desired state
+// periodically and whenever the device changes state. Everything of ours
+// carries Config.Protocol, so stale routes are found and removed by New,
+// and Cleanup removes all of them at exit.
+//
+// Typical use, with the client library's Installer seam:
+//
+//	inst, err := kernel.New(kernel.Config{
+//		Tables: map[route.VNI]int{23: 100},
+//		Device: "overlay-tun",
+//	})
+//	if err != nil {
+//		return err
+//	}
+//	defer inst.Close()
+//	go inst.Run(ctx)
+//	// hand inst to the client as its Installer; at exit, optionally:
+//	// inst.Cleanup()
+//
+// The package works only on Linux; elsewhere New returns ErrNotSupported.
+package kernel
