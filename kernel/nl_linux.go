@@ -68,6 +68,9 @@ type conn struct {
 	pid  uint32
 	seq  uint32
 	rbuf []byte
+	// kernel is the destination of sends; unix.Sendto writes into it,
+	// so each conn has its own.
+	kernel unix.SockaddrNetlink
 }
 
 // dial opens the socket in network namespace ns, or in the caller's own
@@ -77,7 +80,7 @@ func dial(ns netns.NsHandle) (*conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open netlink socket: %w", err)
 	}
-	c := &conn{fd: fd, rbuf: make([]byte, 1<<17)}
+	c := &conn{fd: fd, rbuf: make([]byte, 1<<17), kernel: unix.SockaddrNetlink{Family: unix.AF_NETLINK}}
 	if err := c.setup(); err != nil {
 		unix.Close(fd)
 		return nil, err
@@ -175,11 +178,9 @@ func (c *conn) nextSeq() uint32 {
 	return c.seq
 }
 
-var kernelAddr = &unix.SockaddrNetlink{Family: unix.AF_NETLINK}
-
 func (c *conn) send(b []byte) error {
 	for {
-		err := unix.Sendto(c.fd, b, 0, kernelAddr)
+		err := unix.Sendto(c.fd, b, 0, &c.kernel)
 		if err == unix.EINTR {
 			continue
 		}
