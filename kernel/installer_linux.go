@@ -471,12 +471,21 @@ func (i *Installer) applyRound() bool {
 	}
 	i.mu.Lock()
 	todo := make([]work, 0, min(len(i.want.dirty), roundSize))
+	all := len(i.want.dirty) <= roundSize
 	for k := range i.want.dirty {
 		todo = append(todo, work{k, i.want.addrs(k)})
+		if all {
+			continue
+		}
 		delete(i.want.dirty, k)
 		if len(todo) == roundSize {
 			break
 		}
+	}
+	if all && len(todo) > 0 {
+		// A fresh map instead of deleting every key: a map drained by
+		// deletes keeps its size and gets slower to probe.
+		i.want.dirty = make(map[key]struct{})
 	}
 	more := len(i.want.dirty) > 0
 	gen := i.gen
