@@ -1,0 +1,294 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/metalbond/metalbond"
+	"github.com/metalbond/metalbond/internal/httpapi"
+	"github.com/metalbond/metalbond/internal/metrics"
+	"github.com/metalbond/metalbond/kernel"
+	"github.com/metalbond/metalbond/route"
+)
+
+// clientConfig is the validated configuration of "metalbond client".
+type clientConfig struct {
+	Servers       []string
+	Subscribe     []route.VNI
+	Announce      []route.Route
+	InstallRoutes []route.TableMapping // each VNI is subscribed; needs Tun
+	Tun           string
+	IPv4Only      bool
+	Keepalive     time.Duration
+	GracePeriod   time.Duration
+	HTTP          string
+	Cleanup       bool
+	Log           logConfig
+}
+
+// clientFlags are the raw flags of "metalbond client".
+type clientFlags struct {
+	config        string
+	servers       []string
+	subscribe     []string
+	announce      []string
+	installRoutes []string
+	tun           string
+	ipv4Only      bool
+	keepalive     string
+	gracePeriod   string
+	http          string
+	cleanup       bool
+	log           logFlags
+}
+
+func newClientCommand(r runners) *cobra.Command {
+	var f clientFlags
+	cmd := &cobra.Command{
+		Use:   "client --server ADDR [flags]",
+		Short: "Run a client: announce routes, subscribe to VNIs, install received routes",
+		Long: `Run a MetalBond client. It connects to every --server (for redundancy),
+announces the --announce routes to each, subscribes to each --subscribe VNI
+and, for the VNIs mapped with --install-routes, installs the routes it
+receives into Linux routing tables on the --tun device. It reconnects with a
+randomised backoff and runs until SIGINT or SIGTERM.
+
+Repeatable flags may be given several times or hold a comma-separated list.
+
+The tunnel device is created once by the operator:
+  ip link add overlay-tun type ip6tnl mode any external
+  ip link set up dev overlay-tun`,
+		Example: `  metalbond client --server [::1]:4711 --subscribe 23 \
+      --announce 23#10.0.23.0/24#2001:db8::1 --install-routes 23#100 --tun overlay-tun
+  metalbond client --server [2001:db8::10]:4711 --server [2001:db8::11]:4711 \
+      --announce 23#10.0.24.0/24#2001:db8::2#NAT#1024#2047`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := applyConfigFile(cmd, f.config); err != nil {
+				return err
+			}
+			cfg, err := f.parse()
+			if err != nil {
+				return err
+			}
+			log := newLogger(cfg.Log, cmd.ErrOrStderr())
+			if err := r.client(cmd.Context(), cfg, log, cmd.OutOrStdout()); err != nil {
+				return runtimeError{err}
+			}
+			return nil
+		},
+	}
+	fs := cmd.Flags()
+	fs.SortFlags = false
+	fs.StringSliceVar(&f.servers, "server", nil,
+		"route server to connect to, `HOST:PORT` (IPv6 in brackets); repeatable, at least one")
+	fs.StringSliceVar(&f.subscribe, "subscribe", nil,
+		"subscribe to this `VNI` (0 to 16777215) and receive its routes; repeatable")
+	fs.StringSliceVar(&f.announce, "announce", nil,
+		"announce a `route`: VNI#PREFIX#NEXTHOP[#STD|LB|NAT][#FROM#TO], e.g. 23#10.0.23.0/24#2001:db8::1 or 23#10.0.24.0/24#2001:db8::2#NAT#1024#2047; repeatable")
+	fs.StringSliceVar(&f.installRoutes, "install-routes", nil,
+		"install the routes received for a subscribed VNI into a Linux routing table: `VNI#TABLE`, e.g. 23#100; needs --tun; repeatable")
+	fs.StringVar(&f.tun, "tun", "",
+		"tunnel `device` for installed routes (an ip6tnl device in mode any, external)")
+	fs.BoolVar(&f.ipv4Only, "ipv4-only", false,
+		"install only IPv4 prefixes")
+	fs.StringVar(&f.keepalive, "keepalive", "5",
+		"keepalive interval to propose to the servers, in `seconds` (or a duration like 10s)")
+	fs.StringVar(&f.gracePeriod, "grace-period", "0",
+		"keep the routes learned from a server whose session ended for this `duration` (e.g. 30s), so that a quick reconnect does not flap them; 0 removes them at once")
+	fs.StringVar(&f.http, "http", "",
+		"serve the status page, JSON API and /metrics on this `address`, e.g. [::1]:4712 (default: no HTTP)")
+	fs.BoolVar(&f.cleanup, "cleanup", false,
+		"remove every route this client installed when it exits (by default they stay until the next start)")
+	f.log.register(fs)
+	fs.StringVar(&f.config, "config", "",
+		"read settings from this YAML `file`: keys are these flags' long names; flags on the command line override it")
+	return cmd
+}
+
+// parse validates the flags.
+func (f *clientFlags) parse() (clientConfig, error) {
+	var c clientConfig
+	var err error
+	if len(f.servers) == 0 {
+		return c, errors.New("missing --server: give the address of at least one route server")
+	}
+	for _, s := range f.servers {
+		if err := checkAddr(s, false); err != nil {
+			return c, flagError("server", s, err)
+		}
+		if !slices.Contains(c.Servers, s) {
+			c.Servers = append(c.Servers, s)
+		}
+	}
+	for _, s := range f.subscribe {
+		vni, err := route.ParseVNI(s)
+		if err != nil {
+			return c, flagError("subscribe", s, errors.New("want a VNI from 0 to 16777215"))
+		}
+		if !slices.Contains(c.Subscribe, vni) {
+			c.Subscribe = append(c.Subscribe, vni)
+		}
+	}
+	for _, s := range f.announce {
+		r, err := route.Parse(s)
+		if err != nil {
+			return c, flagError("announce", s, trimSubject(err, "route", s))
+		}
+		if !slices.Contains(c.Announce, r) {
+			c.Announce = append(c.Announce, r)
+		}
+	}
+	tables := map[route.VNI]int{}
+	for _, s := range f.installRoutes {
+		m, err := route.ParseTableMapping(s)
+		if err != nil {
+			return c, flagError("install-routes", s, trimSubject(err, "table mapping", s))
+		}
+		if t, dup := tables[m.VNI]; dup && t != m.Table {
+			return c, flagError("install-routes", s, fmt.Errorf("VNI %d is already mapped to table %d", m.VNI, t))
+		}
+		if !slices.Contains(c.Subscribe, m.VNI) {
+			return c, flagError("install-routes", s, fmt.Errorf("VNI %d is not subscribed: add --subscribe %d", m.VNI, m.VNI))
+		}
+		if _, dup := tables[m.VNI]; !dup {
+			tables[m.VNI] = m.Table
+			c.InstallRoutes = append(c.InstallRoutes, m)
+		}
+	}
+	if len(c.InstallRoutes) > 0 && f.tun == "" {
+		return c, errors.New("--install-routes needs --tun DEVICE: the tunnel device to install routes on")
+	}
+	if f.tun != "" {
+		if len(f.tun) > 15 || strings.ContainsAny(f.tun, "/ \t\n") {
+			return c, flagError("tun", f.tun, errors.New("not a network device name"))
+		}
+	}
+	c.Tun, c.IPv4Only, c.Cleanup = f.tun, f.ipv4Only, f.cleanup
+	if c.Keepalive, err = parseKeepalive(f.keepalive); err != nil {
+		return c, flagError("keepalive", f.keepalive, err)
+	}
+	if c.GracePeriod, err = parseSeconds(f.gracePeriod); err != nil {
+		return c, flagError("grace-period", f.gracePeriod, err)
+	}
+	if f.http != "" {
+		if err := checkAddr(f.http, true); err != nil {
+			return c, flagError("http", f.http, err)
+		}
+		c.HTTP = f.http
+	}
+	if c.Log, err = f.log.config(); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+// trimSubject removes the leading `subject "value": ` that the route parsers
+// put in front of their errors: the flag error names the value already.
+func trimSubject(err error, subject, value string) error {
+	msg := err.Error()
+	if rest, ok := strings.CutPrefix(msg, fmt.Sprintf("%s %q: ", subject, value)); ok {
+		return errors.New(rest)
+	}
+	if rest, ok := strings.CutPrefix(msg, fmt.Sprintf("invalid %s %q: ", subject, value)); ok {
+		return errors.New(rest)
+	}
+	return err
+}
+
+// runClient runs a client (with its route installer and HTTP endpoint)
+// until ctx is done.
+func runClient(ctx context.Context, cfg clientConfig, log *slog.Logger, _ io.Writer) (err error) {
+	var (
+		installer metalbond.Installer
+		inst      *kernel.Installer
+	)
+	if len(cfg.InstallRoutes) > 0 {
+		tables := make(map[route.VNI]int, len(cfg.InstallRoutes))
+		for _, m := range cfg.InstallRoutes {
+			tables[m.VNI] = m.Table
+		}
+		inst, err = kernel.New(kernel.Config{
+			Tables:   tables,
+			Device:   cfg.Tun,
+			IPv4Only: cfg.IPv4Only,
+			Logger:   log,
+		})
+		if err != nil {
+			return fmt.Errorf("route installer: %w", err)
+		}
+		installer = inst
+		defer func() {
+			if cfg.Cleanup {
+				if cerr := inst.Cleanup(); cerr != nil {
+					err = errors.Join(err, cerr)
+				}
+			}
+			inst.Close()
+		}()
+	}
+
+	c, err := metalbond.NewClient(metalbond.ClientConfig{
+		Servers:     cfg.Servers,
+		Keepalive:   cfg.Keepalive,
+		Installer:   installer,
+		GracePeriod: cfg.GracePeriod,
+		Logger:      log,
+	})
+	if err != nil {
+		return err
+	}
+	var httpLn net.Listener
+	if cfg.HTTP != "" {
+		var lc net.ListenConfig
+		if httpLn, err = lc.Listen(ctx, "tcp", cfg.HTTP); err != nil {
+			return err
+		}
+	}
+	// Subscriptions and announcements made before Run are kept and sent
+	// once a session is established.
+	for _, vni := range cfg.Subscribe {
+		if err := c.Subscribe(ctx, vni); err != nil {
+			return err
+		}
+	}
+	for _, r := range cfg.Announce {
+		if err := c.Announce(ctx, r); err != nil {
+			return err
+		}
+	}
+
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return c.Run(ctx) })
+	if inst != nil {
+		g.Go(func() error { return inst.Run(ctx) })
+	}
+	if httpLn != nil {
+		opts := metrics.Options{Client: c, Version: versionString()}
+		if inst != nil {
+			opts.Installer = inst.Stats
+		}
+		h := httpapi.New(httpapi.Options{
+			Client:    c,
+			Metrics:   metrics.New(opts),
+			Installer: opts.Installer,
+			Version:   versionString(),
+			Logger:    log,
+		})
+		g.Go(func() error { return serveHTTP(ctx, httpLn, h, log) })
+	}
+	log.Info("client started", "servers", cfg.Servers, "subscriptions", len(cfg.Subscribe), "announcements", len(cfg.Announce))
+	err = g.Wait()
+	log.Info("client stopped")
+	return err
+}

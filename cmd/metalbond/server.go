@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/metalbond/metalbond"
+	"github.com/metalbond/metalbond/internal/httpapi"
+	"github.com/metalbond/metalbond/internal/metrics"
+)
+
+// serverConfig is the validated configuration of "metalbond server".
+type serverConfig struct {
+	Listen    string        // MetalBond TCP address
+	HTTP      string        // status and API address; empty: none
+	Keepalive time.Duration // largest keepalive interval agreed to
+	Log       logConfig
+}
+
+// serverFlags are the raw flags of "metalbond server".
+type serverFlags struct {
+	config    string
+	listen    string
+	http      string
+	keepalive string
+	log       logFlags
+}
+
+func newServerCommand(r runners) *cobra.Command {
+	var f serverFlags
+	cmd := &cobra.Command{
+		Use:   "server [flags]",
+		Short: "Run a route server",
+		Long: `Run a MetalBond route server. It accepts clients on --listen, remembers the
+routes each announces and reflects them to every client subscribed to the
+VNI. It runs until SIGINT or SIGTERM, then closes every session and exits 0.`,
+		Example: `  metalbond server --listen [::]:4711 --http [::1]:4712
+  metalbond server --config /etc/metalbond/server.yaml`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := applyConfigFile(cmd, f.config); err != nil {
+				return err
+			}
+			cfg, err := f.parse()
+			if err != nil {
+				return err
+			}
+			log := newLogger(cfg.Log, cmd.ErrOrStderr())
+			if err := r.server(cmd.Context(), cfg, log, cmd.OutOrStdout()); err != nil {
+				return runtimeError{err}
+			}
+			return nil
+		},
+	}
+	fs := cmd.Flags()
+	fs.SortFlags = false
+	fs.StringVar(&f.listen, "listen", fmt.Sprintf("[::]:%d", metalbond.DefaultPort),
+		"TCP `address` to accept MetalBond peers on, HOST:PORT (IPv6 in brackets); an empty host means all addresses")
+	fs.StringVar(&f.http, "http", "",
+		"serve the status page, JSON API and /metrics on this `address`, e.g. [::1]:4712 (default: no HTTP)")
+	fs.StringVar(&f.keepalive, "keepalive", "5",
+		"largest keepalive interval to agree to, in `seconds` (or a duration like 10s); a peer silent for 2.5 intervals is closed")
+	f.log.register(fs)
+	fs.StringVar(&f.config, "config", "",
+		"read settings from this YAML `file`: keys are these flags' long names; flags on the command line override it")
+	return cmd
+}
+
+// parse validates the flags.
+func (f *serverFlags) parse() (serverConfig, error) {
+	var c serverConfig
+	var err error
+	if err := checkAddr(f.listen, true); err != nil {
+		return c, flagError("listen", f.listen, err)
+	}
+	c.Listen = f.listen
+	if f.http != "" {
+		if err := checkAddr(f.http, true); err != nil {
+			return c, flagError("http", f.http, err)
+		}
+		c.HTTP = f.http
+	}
+	if c.Keepalive, err = parseKeepalive(f.keepalive); err != nil {
+		return c, flagError("keepalive", f.keepalive, err)
+	}
+	if c.Log, err = f.log.config(); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+// runServer runs a route server (and its HTTP endpoint) until ctx is done.
+func runServer(ctx context.Context, cfg serverConfig, log *slog.Logger, _ io.Writer) error {
+	srv, err := metalbond.NewServer(metalbond.ServerConfig{Keepalive: cfg.Keepalive, Logger: log})
+	if err != nil {
+		return err
+	}
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", cfg.Listen)
+	if err != nil {
+		return err
+	}
+	var httpLn net.Listener
+	if cfg.HTTP != "" {
+		if httpLn, err = lc.Listen(ctx, "tcp", cfg.HTTP); err != nil {
+			ln.Close()
+			return err
+		}
+	}
+
+	// Ready while the MetalBond listener accepts peers.
+	var listening atomic.Bool
+	g, ctx := errgroup.WithContext(ctx)
+	listening.Store(true)
+	g.Go(func() error {
+		defer listening.Store(false)
+		return srv.Serve(ctx, ln)
+	})
+	if httpLn != nil {
+		m := metrics.New(metrics.Options{Server: srv, Version: versionString()})
+		h := httpapi.New(httpapi.Options{
+			Server:  srv,
+			Metrics: m,
+			Version: versionString(),
+			Ready: func() error {
+				if !listening.Load() {
+					return errNotListening
+				}
+				return nil
+			},
+			Logger: log,
+		})
+		g.Go(func() error { return serveHTTP(ctx, httpLn, h, log) })
+	}
+	err = g.Wait()
+	log.Info("server stopped")
+	return err
+}
+
+var errNotListening = fmt.Errorf("not listening")

@@ -1,0 +1,153 @@
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/metalbond/metalbond"
+	"github.com/metalbond/metalbond/kernel"
+)
+
+// Protocol error kinds of metalbond.ServerStats.ProtocolErrors, all reported
+// (with 0) so that series exist before the first error.
+var protocolErrorKinds = []string{"bad_version", "unknown_type", "too_large", "malformed", "invalid", "unexpected_message"}
+
+var (
+	descAccepted = desc("sessions_accepted_total",
+		"Connections accepted by the server.")
+	descHandshakeFailures = desc("handshake_failures_total",
+		"Sessions that ended before the handshake completed (timeout or protocol error).")
+	descProtocolErrors = desc("protocol_errors_total",
+		"Sessions closed for a protocol error, by kind: bad_version, unknown_type, too_large, malformed, invalid, unexpected_message.", "kind")
+	descSlowPeers = desc("slow_peers_dropped_total",
+		"Peers disconnected because they stopped reading or their send queue passed its memory bound.")
+	descUpdatesReceived = desc("updates_received_total",
+		"UPDATE messages received from peers.")
+	descUpdatesSent = desc("updates_sent_total",
+		"UPDATE messages queued to subscribers, including the initial table sent on SUBSCRIBE.")
+)
+
+// serverCollector reports a server's cumulative counters.
+type serverCollector struct{ srv *metalbond.Server }
+
+func (c *serverCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descAccepted, descHandshakeFailures, descProtocolErrors, descSlowPeers, descUpdatesReceived, descUpdatesSent} {
+		ch <- d
+	}
+}
+
+func (c *serverCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.srv.Stats()
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	counter(descAccepted, st.Accepted)
+	counter(descHandshakeFailures, st.HandshakeFailures)
+	counter(descSlowPeers, st.SlowPeersDropped)
+	counter(descUpdatesReceived, st.UpdatesReceived)
+	counter(descUpdatesSent, st.UpdatesSent)
+	for _, k := range protocolErrorKinds {
+		counter(descProtocolErrors, st.ProtocolErrors[k], k)
+	}
+	// Kinds the library may add later.
+	for k, v := range st.ProtocolErrors {
+		known := false
+		for _, kk := range protocolErrorKinds {
+			known = known || k == kk
+		}
+		if !known {
+			counter(descProtocolErrors, v, k)
+		}
+	}
+}
+
+var (
+	descClientInstalled = desc("client_routes_installed",
+		"Routes currently given to the client's route installer.")
+	descClientInstallErrors = desc("client_install_errors_total",
+		"Route installer calls that returned an error.")
+	descClientLoops = desc("client_loops_prevented_total",
+		"Received updates ignored because they are for a prefix this client announces itself.")
+	descClientSubscriptions = desc("client_subscriptions",
+		"VNIs the client subscribes to.")
+	descClientAnnouncements = desc("client_announcements",
+		"Routes the client announces.")
+	descClientReady = desc("client_ready",
+		"1 if a session to at least one server is established, else 0.")
+)
+
+// clientCollector reports a client's state and counters.
+type clientCollector struct{ c *metalbond.Client }
+
+func (c *clientCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descClientInstalled, descClientInstallErrors, descClientLoops,
+		descClientSubscriptions, descClientAnnouncements, descClientReady} {
+		ch <- d
+	}
+}
+
+func (c *clientCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.c.Stats()
+	ready := 0.0
+	if c.c.Ready() {
+		ready = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descClientInstalled, prometheus.GaugeValue, float64(st.RoutesInstalled))
+	ch <- prometheus.MustNewConstMetric(descClientInstallErrors, prometheus.CounterValue, float64(st.InstallErrors))
+	ch <- prometheus.MustNewConstMetric(descClientLoops, prometheus.CounterValue, float64(st.LoopsPrevented))
+	ch <- prometheus.MustNewConstMetric(descClientSubscriptions, prometheus.GaugeValue, float64(len(c.c.Subscriptions())))
+	ch <- prometheus.MustNewConstMetric(descClientAnnouncements, prometheus.GaugeValue, float64(len(c.c.Announcements())))
+	ch <- prometheus.MustNewConstMetric(descClientReady, prometheus.GaugeValue, ready)
+}
+
+var (
+	descKernelDesired = desc("kernel_desired_prefixes",
+		"Prefixes the route installer wants in the kernel, over all tables.")
+	descKernelRoutes = desc("kernel_routes",
+		"Prefixes installed in the kernel by the route installer, as far as it knows.")
+	descKernelNexthops = desc("kernel_nexthops",
+		"Nexthop objects (single and group) installed by the route installer.")
+	descKernelPending = desc("kernel_pending_prefixes",
+		"Prefixes changed but not yet sent to the kernel.")
+	descKernelFailing = desc("kernel_failing_prefixes",
+		"Prefixes the kernel refused, waiting for a retry.")
+	descKernelFailures = desc("kernel_failures_total",
+		"Kernel refusals of routes and nexthop objects.")
+	descKernelRetries = desc("kernel_retries_total",
+		"Retries of refused prefixes.")
+	descKernelRepairs = desc("kernel_repairs_total",
+		"Routes and nexthop objects repaired by reconciliation with the desired state.")
+	descKernelReconciles = desc("kernel_reconciles_total",
+		"Completed reconciliations of the kernel tables with the desired state.")
+	descKernelIgnored = desc("kernel_ignored_total",
+		"Routes not installed: VNI without a table, or IPv6 with --ipv4-only.")
+)
+
+// installerCollector reports the kernel route installer's statistics.
+type installerCollector struct{ stats func() kernel.Stats }
+
+func (c *installerCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descKernelDesired, descKernelRoutes, descKernelNexthops, descKernelPending,
+		descKernelFailing, descKernelFailures, descKernelRetries, descKernelRepairs, descKernelReconciles, descKernelIgnored} {
+		ch <- d
+	}
+}
+
+func (c *installerCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.stats()
+	gauge := func(d *prometheus.Desc, v int) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v))
+	}
+	counter := func(d *prometheus.Desc, v uint64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v))
+	}
+	gauge(descKernelDesired, st.Desired)
+	gauge(descKernelRoutes, st.Routes)
+	gauge(descKernelNexthops, st.Nexthops)
+	gauge(descKernelPending, st.Pending)
+	gauge(descKernelFailing, st.Failing)
+	counter(descKernelFailures, st.Failures)
+	counter(descKernelRetries, st.Retries)
+	counter(descKernelRepairs, st.Repairs)
+	counter(descKernelReconciles, st.Reconciles)
+	counter(descKernelIgnored, st.Ignored)
+}
