@@ -28,6 +28,10 @@ const (
 	testTable = 100
 )
 
+// TestMain checks, after all tests, that nothing the package started is
+// still running; tests that run an Installer also check on their own.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
 // requireRoot skips a test that needs CAP_NET_ADMIN, except in CI, where a
 // skipped kernel test would hide a broken installer.
 func requireRoot(t testing.TB) {
