@@ -408,3 +408,51 @@ func TestRunTwiceAndClose(t *testing.T) {
 		t.Error("second Run: no error")
 	}
 }
+
+// TestForeignNexthopID: another program takes the id we would use next
+// after New looked; the create is refused (EEXIST), retried with another id,
+// and the other program's object is left alone.
+func TestForeignNexthopID(t *testing.T) {
+	e := newEnv(t)
+	i := e.start(t, Config{})
+	eventually(t, "start-up reconciliation", func() bool { return i.Stats().Reconciles > 0 })
+	e.addNexthop(t, nexthopIDBase, unix.RTPROT_STATIC)
+	add(t, i, "23#10.0.23.0/24#2001:db8::1")
+	flush(t, i)
+	if s := i.Stats(); s.Failures == 0 || s.Failing != 1 {
+		t.Errorf("stats after the collision = %+v", s)
+	}
+	eventually(t, "route installed", func() bool { return len(e.routes(t, testTable)) == 1 })
+	e.wantTable(t, testTable, "10.0.23.0/24 proto 254 via 2001:db8::1")
+	if ids := e.nexthopIDs(t, unix.RTPROT_STATIC); len(ids) != 1 || ids[0] != nexthopIDBase {
+		t.Errorf("foreign nexthop objects = %v", ids)
+	}
+	if ids := e.nexthopIDs(t, 254); len(ids) != 1 || ids[0] == nexthopIDBase {
+		t.Errorf("our nexthop objects = %v", ids)
+	}
+}
+
+// TestDeviceRecreated: the device is deleted and created again (with a new
+// index); the routes come back on the new device.
+func TestDeviceRecreated(t *testing.T) {
+	e := newEnv(t)
+	i := e.start(t, Config{Logger: testLogger(t)})
+	add(t, i, "23#10.0.23.0/24#2001:db8::1", "23#10.0.23.0/24#2001:db8::2")
+	flush(t, i)
+	if err := e.h.LinkDel(e.dev); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "routes gone with the device", func() bool { return len(e.routes(t, testTable)) == 0 })
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: testDev}, PeerName: testPeer}
+	if err := e.h.LinkAdd(veth); err != nil {
+		t.Fatal(err)
+	}
+	e.setUp(t, testPeer, true)
+	e.setUp(t, testDev, true)
+	var err error
+	if e.dev, err = e.h.LinkByName(testDev); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "routes back on the new device", func() bool { return len(e.routes(t, testTable)) == 1 })
+	e.wantTable(t, testTable, "10.0.23.0/24 proto 254 via 2001:db8::1,2001:db8::2")
+}
