@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/netip"
 
+	"github.com/metalbond/metalbond"
 	"github.com/metalbond/metalbond/kernel"
 	"github.com/metalbond/metalbond/route"
 )
@@ -45,3 +46,6 @@ func ExampleNew() {
 	}
 	inst.Close()
 }
+
+// The client library's installer seam.
+var _ metalbond.Installer = (*kernel.Installer)(nil)
