@@ -1,0 +1,268 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"net"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/metalbond/metalbond/internal/wire"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestTransition(t *testing.T) {
+	tests := []struct {
+		role    Role
+		st      State
+		typ     wire.Type
+		next    State
+		acts    []action
+		wantErr bool
+	}{
+		{RoleClient, StateHelloSent, wire.TypeHello, StateHelloReceived, []action{actSendKeepalive}, false},
+		{RoleClient, StateHelloReceived, wire.TypeKeepalive, StateEstablished, []action{actEstablished}, false},
+		{RoleClient, StateEstablished, wire.TypeKeepalive, StateEstablished, nil, false},
+		{RoleClient, StateEstablished, wire.TypeUpdate, StateEstablished, []action{actDeliver}, false},
+		{RoleClient, StateHelloSent, wire.TypeKeepalive, StateHelloSent, nil, true},
+		{RoleClient, StateHelloSent, wire.TypeUpdate, StateHelloSent, nil, true},
+		{RoleClient, StateEstablished, wire.TypeHello, StateEstablished, nil, true},
+		{RoleServer, StateConnecting, wire.TypeHello, StateHelloReceived, []action{actSendHello}, false},
+		{RoleServer, StateHelloReceived, wire.TypeKeepalive, StateEstablished, []action{actSendKeepalive, actEstablished}, false},
+		{RoleServer, StateEstablished, wire.TypeKeepalive, StateEstablished, []action{actSendKeepalive}, false},
+		{RoleServer, StateEstablished, wire.TypeSubscribe, StateEstablished, []action{actDeliver}, false},
+		{RoleServer, StateEstablished, wire.TypeUnsubscribe, StateEstablished, []action{actDeliver}, false},
+		{RoleServer, StateEstablished, wire.TypeUpdate, StateEstablished, []action{actDeliver}, false},
+		{RoleServer, StateConnecting, wire.TypeKeepalive, StateConnecting, nil, true},
+		{RoleServer, StateConnecting, wire.TypeSubscribe, StateConnecting, nil, true},
+		{RoleServer, StateHelloReceived, wire.TypeUpdate, StateHelloReceived, nil, true},
+		{RoleServer, StateHelloReceived, wire.TypeHello, StateHelloReceived, nil, true},
+		{RoleServer, StateEstablished, wire.TypeHello, StateEstablished, nil, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.role.String()+"/"+tc.st.String()+"/"+tc.typ.String(), func(t *testing.T) {
+			next, acts, err := transition(tc.role, tc.st, tc.typ)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("err = %v, want error %v", err, tc.wantErr)
+			}
+			if err != nil {
+				if !errors.Is(err, ErrProtocol) {
+					t.Fatalf("err = %v, want ErrProtocol", err)
+				}
+				return
+			}
+			if next != tc.next || len(acts) != len(tc.acts) {
+				t.Fatalf("got %s %v, want %s %v", next, acts, tc.next, tc.acts)
+			}
+			for i := range acts {
+				if acts[i] != tc.acts[i] {
+					t.Fatalf("got %v, want %v", acts, tc.acts)
+				}
+			}
+		})
+	}
+}
+
+// recorder is a Handler that records what it is given.
+type recorder struct {
+	established chan struct{}
+	updates     chan wire.Update
+}
+
+func newRecorder() *recorder {
+	return &recorder{established: make(chan struct{}, 1), updates: make(chan wire.Update, 100)}
+}
+
+func (r *recorder) Established(*Session)                { r.established <- struct{}{} }
+func (r *recorder) Handle(*Session, wire.Message) error { return nil }
+func (r *recorder) HandleUpdate(_ *Session, u *wire.Update) error {
+	select {
+	case r.updates <- *u:
+	default: // tests that flood a session do not read the updates
+	}
+	return nil
+}
+
+// pair runs a client and a server session over loopback TCP.
+func pair(t *testing.T, ccfg, scfg Config) (c, s *Session, ch, sh *recorder, cerr, serr chan error) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ccfg.Role, scfg.Role = RoleClient, RoleServer
+	ch, sh = newRecorder(), newRecorder()
+	c, s = New(cc, ccfg, ch), New(sc, scfg, sh)
+	cerr, serr = make(chan error, 1), make(chan error, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	cdone, sdone := make(chan struct{}), make(chan struct{})
+	go func() { defer close(cdone); cerr <- c.Run(ctx) }()
+	go func() { defer close(sdone); serr <- s.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-cdone
+		<-sdone
+	})
+	return c, s, ch, sh, cerr, serr
+}
+
+func wait[T any](t *testing.T, ch <-chan T) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(10 * time.Second):
+		t.Fatal("timed out")
+		panic("unreachable")
+	}
+}
+
+func TestHandshakeAndKeepalive(t *testing.T) {
+	c, s, ch, sh, cerr, serr := pair(t, Config{Keepalive: 1 * time.Second}, Config{Keepalive: 5 * time.Second})
+	wait(t, ch.established)
+	wait(t, sh.established)
+	if got := c.Info().Keepalive; got != time.Second {
+		t.Errorf("client agreed keepalive %v, want 1s (the smaller)", got)
+	}
+	if got := s.Info().Keepalive; got != time.Second {
+		t.Errorf("server agreed keepalive %v, want 1s", got)
+	}
+	// Over three intervals keepalives flow both ways and nothing expires.
+	select {
+	case err := <-cerr:
+		t.Fatalf("client ended: %v", err)
+	case err := <-serr:
+		t.Fatalf("server ended: %v", err)
+	case <-time.After(3 * time.Second):
+	}
+	if n := s.Info().Messages[wire.TypeKeepalive]; n < 3 {
+		t.Errorf("server received %d keepalives in 3s at 1s interval, want ≥ 3", n)
+	}
+	if n := c.Info().Messages[wire.TypeKeepalive]; n < 3 {
+		t.Errorf("client received %d keepalives, want ≥ 3", n)
+	}
+}
+
+func TestUpdatesArriveInOrder(t *testing.T) {
+	c, _, _, sh, _, _ := pair(t, Config{}, Config{})
+	wait(t, sh.established)
+	var frames []byte
+	for i := range 50 {
+		frames = wire.AppendUpdate(frames, wire.Action(i%2), testRoute(i))
+	}
+	c.Send(frames, 50)
+	for i := range 50 {
+		u := wait(t, sh.updates)
+		if u.Route != testRoute(i) || u.Action != wire.Action(i%2) {
+			t.Fatalf("update %d: got %v %v", i, u.Action, u.Route)
+		}
+	}
+}
+
+func TestHoldTimerExpires(t *testing.T) {
+	// A raw peer completes the handshake and then falls silent.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	sc, _ := ln.Accept()
+	s := New(sc, Config{Role: RoleServer, Keepalive: time.Second}, newRecorder())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(context.Background()) }()
+	hello, _ := wire.AppendFrame(nil, wire.Hello{Keepalive: 1})
+	ka, _ := wire.AppendFrame(nil, wire.Keepalive{})
+	raw.Write(append(hello, ka...))
+	start := time.Now()
+	err = wait(t, done)
+	if !errors.Is(err, ErrHoldExpired) {
+		t.Fatalf("err = %v, want ErrHoldExpired", err)
+	}
+	if d := time.Since(start); d < 2*time.Second {
+		t.Fatalf("hold timer fired after %v, want 2.5 intervals", d)
+	}
+}
+
+func TestHandshakeTimeout(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	sc, _ := ln.Accept()
+	s := New(sc, Config{Role: RoleServer, HandshakeTimeout: 100 * time.Millisecond}, newRecorder())
+	if err := s.Run(context.Background()); !errors.Is(err, ErrHandshakeTimeout) {
+		t.Fatalf("err = %v, want ErrHandshakeTimeout", err)
+	}
+}
+
+func TestStuckReaderIsDisconnected(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	sc, _ := ln.Accept()
+	h := newRecorder()
+	s := New(sc, Config{Role: RoleServer, WriteTimeout: 300 * time.Millisecond, MaxQueue: 1 << 30}, h)
+	done := make(chan error, 1)
+	go func() { done <- s.Run(context.Background()) }()
+	hello, _ := wire.AppendFrame(nil, wire.Hello{Keepalive: 5})
+	ka, _ := wire.AppendFrame(nil, wire.Keepalive{})
+	raw.Write(append(hello, ka...))
+	wait(t, h.established)
+	// The raw peer never reads: queue 32 MiB, far more than the socket
+	// buffers take.
+	frames := make([]byte, 0, 1<<20)
+	for len(frames) < 1<<20-100 {
+		frames = wire.AppendUpdate(frames, wire.ActionAdd, testRoute(len(frames)))
+	}
+	for range 32 {
+		s.Send(frames, 0)
+	}
+	if err := wait(t, done); !errors.Is(err, ErrStalled) {
+		t.Fatalf("err = %v, want ErrStalled", err)
+	}
+}
+
+func TestQueueOverflowClosesSession(t *testing.T) {
+	c, _, ch, _, cerr, _ := pair(t, Config{MaxQueue: 64 << 10}, Config{})
+	wait(t, ch.established)
+	big := make([]byte, 0, 128<<10)
+	for len(big) < 100<<10 {
+		big = wire.AppendUpdate(big, wire.ActionAdd, testRoute(len(big)))
+	}
+	if c.Send(big, 0) {
+		t.Error("Send reported congestion instead of closing")
+	}
+	if err := wait(t, cerr); !errors.Is(err, ErrQueueFull) {
+		t.Fatalf("err = %v, want ErrQueueFull", err)
+	}
+}
