@@ -37,6 +37,10 @@ type ServerConfig struct {
 	// Logger receives one line per session event, and per-route lines at
 	// debug level. Default discards.
 	Logger *slog.Logger
+	// Sink, if set, is told about the routes this server's own peers
+	// announce (not those of ExternalSources), to replicate them to other
+	// servers of a cluster.
+	Sink RouteSink
 }
 
 // Server is a MetalBond route server: it accepts peers, remembers the routes
@@ -52,8 +56,9 @@ type Server struct {
 	vnis  map[route.VNI]*vniState
 	peers map[*serverPeer]struct{}
 
-	nextID atomic.Uint32
-	stats  serverCounters
+	nextID       atomic.Uint32
+	nextExternal atomic.Uint32
+	stats        serverCounters
 }
 
 // vniState is one VNI: its routes and its subscribers, under one lock so
@@ -165,7 +170,7 @@ type serverPeer struct {
 
 	// Owned by the session's reader goroutine.
 	frame     []byte
-	congested []*serverPeer
+	congested []*session.Session
 }
 
 func (s *Server) servePeer(ctx context.Context, conn net.Conn) {
@@ -323,48 +328,62 @@ func (p *serverPeer) update(a wire.Action, r route.Route) {
 		p.announced[r.VNI] = st
 		p.mu.Unlock()
 	}
+	sink := p.srv.cfg.Sink
 	st.mu.Lock()
-	var changed bool
+	var changed, local bool
 	if a == wire.ActionAdd {
+		// The route becomes local when p is the first of our peers to hold it.
+		local = sink != nil && !st.hasLocalHolder(r.Prefix, r.NextHop)
 		changed = st.routes.Add(r.Prefix, r.NextHop, p.id)
 	} else {
+		held := sink != nil && st.routes.Holders(r.Prefix, r.NextHop).Has(p.id)
 		changed = st.routes.Remove(r.Prefix, r.NextHop, p.id)
+		local = held && !st.hasLocalHolder(r.Prefix, r.NextHop)
 	}
 	if changed {
 		p.frame = wire.AppendUpdate(p.frame[:0], a, r)
-		p.fanout(st)
+		p.congested = p.srv.fanout(st, p.frame, p, p.congested)
+	}
+	if local {
+		sink.LocalRoute(r, a == wire.ActionAdd)
 	}
 	st.mu.Unlock()
 	if p.srv.log.Enabled(context.Background(), slog.LevelDebug) {
 		p.log.Debug("update", "action", a, "vni", r.VNI, "prefix", r.Prefix, "nexthop", r.NextHop, "changed", changed)
 	}
-	p.applyBackPressure()
+	p.congested = applyBackPressure(p.congested)
 }
 
-// fanout sends p.frame to every subscriber of st except p. st.mu is held.
-func (p *serverPeer) fanout(st *vniState) {
+// fanout queues frame, one UPDATE, to every subscriber of st except
+// except, and appends those whose queues are congested to congested.
+// st.mu is held.
+func (s *Server) fanout(st *vniState, frame []byte, except *serverPeer, congested []*session.Session) []*session.Session {
+	n := 0
 	for _, sub := range st.subs {
-		if sub == p {
+		if sub == except {
 			continue
 		}
-		if sub.sess.Send(p.frame, 1) {
-			p.congested = append(p.congested, sub)
+		if sub.sess.Send(frame, 1) {
+			congested = append(congested, sub.sess)
 		}
+		n++
 	}
-	p.srv.stats.updatesSent.Add(uint64(len(st.subs)))
+	s.stats.updatesSent.Add(uint64(n))
+	return congested
 }
 
 // applyBackPressure waits for subscribers whose queues passed the high-water
-// mark to drain, which slows this announcer down to what they can take
-// (through TCP flow control) instead of losing anything. The wait is bounded
-// so that keepalives of this peer keep being answered, and stuck subscribers
-// are not waited for at all: they are disconnected by their write timeout.
-func (p *serverPeer) applyBackPressure() {
-	for i, sub := range p.congested {
-		sub.sess.WaitWritable(context.Background(), time.Second)
-		p.congested[i] = nil
+// mark to drain, which slows the producer (an announcing peer, through TCP
+// flow control) down to what they can take instead of losing anything. The
+// wait is bounded so that the producer's keepalives keep being answered,
+// and stuck subscribers are not waited for at all: their write timeout
+// disconnects them. It returns congested emptied for reuse.
+func applyBackPressure(congested []*session.Session) []*session.Session {
+	for i, sess := range congested {
+		sess.WaitWritable(context.Background(), time.Second)
+		congested[i] = nil
 	}
-	p.congested = p.congested[:0]
+	return congested[:0]
 }
 
 // withdrawAll removes every route of p and its subscriptions after its
@@ -382,15 +401,27 @@ func (p *serverPeer) withdrawAll() {
 	for vni, st := range announced {
 		n := 0
 		st.mu.Lock()
+		var held []route.Route
+		if p.srv.cfg.Sink != nil {
+			st.routes.RangeSource(p.id, func(pfx netip.Prefix, nh route.NextHop) bool {
+				held = append(held, route.Route{VNI: vni, Prefix: pfx, NextHop: nh})
+				return true
+			})
+		}
 		st.routes.RemoveSource(p.id, func(pfx netip.Prefix, nh route.NextHop) {
 			p.frame = wire.AppendUpdate(p.frame[:0], wire.ActionRemove, route.Route{VNI: vni, Prefix: pfx, NextHop: nh})
-			p.fanout(st)
+			p.congested = p.srv.fanout(st, p.frame, p, p.congested)
 			n++
 		})
+		for _, r := range held {
+			if !st.hasLocalHolder(r.Prefix, r.NextHop) {
+				p.srv.cfg.Sink.LocalRoute(r, false)
+			}
+		}
 		st.mu.Unlock()
 		if n > 0 {
 			p.log.Info("withdrew routes of closed session", "vni", vni, "routes", n)
 		}
+		p.congested = applyBackPressure(p.congested)
 	}
-	p.congested = p.congested[:0]
 }

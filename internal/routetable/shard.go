@@ -165,6 +165,22 @@ func (s *Shard) RemoveSource(src SourceID, gone func(p netip.Prefix, nh route.Ne
 	}
 }
 
+// RangeSource calls fn for each route src holds, in no particular order,
+// until fn returns false. fn must not modify the shard. It costs
+// O(routes of src).
+func (s *Shard) RangeSource(src SourceID, fn func(p netip.Prefix, nh route.NextHop) bool) {
+	sl, ok := s.sources[src]
+	if !ok {
+		return
+	}
+	for h := sl.head; h != none; h = s.holds.at(h).srcNext {
+		e := s.routes.at(s.holds.at(h).route)
+		if !fn(e.key.prefix(), s.nexthops.get(e.nh)) {
+			return
+		}
+	}
+}
+
 // Range calls fn for every route in s, in no particular order, until fn
 // returns false. h is valid only during the call. fn must not modify s.
 func (s *Shard) Range(fn func(p netip.Prefix, nh route.NextHop, h Holders) bool) {
