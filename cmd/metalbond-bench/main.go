@@ -23,6 +23,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 
@@ -67,6 +68,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 	fs.IntVar(&cfg.MaxQueue, "max-queue", 0, "started server: send-queue memory bound in bytes (0: library default)")
 	fs.DurationVar(&cfg.Timeout, "timeout", 0, "bound on each run (default 2m)")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the server over the measured phases to `FILE` (started servers only)")
+	loadProfile := fs.String("loadprofile", "", "write a CPU profile of this process (the load generators) to `FILE`")
 	repeat := fs.Int("repeat", 1, "run each scenario this many times")
 	format := fs.String("o", "text", "output format: text or json (one object per run, one per line)")
 	verbose := fs.Bool("v", false, "print progress to stderr")
@@ -91,6 +93,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 			return 1, fmt.Errorf("find own executable for the server process: %w", err)
 		}
 		cfg.ServerCmd = []string{exe, "serve"}
+	}
+	if *loadProfile != "" {
+		f, err := os.Create(*loadProfile)
+		if err != nil {
+			return 1, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return 1, err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	scenarios := strings.Split(*scenario, ",")
 	if *scenario == "all" {

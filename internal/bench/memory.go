@@ -5,11 +5,13 @@ import (
 	"time"
 )
 
-// runMemory: C announcers load N routes (N/C each, in V VNIs) into a server
-// with no subscribers; the server's memory growth divided by N is its cost
-// per stored route (target: at most 200 bytes at 1,000,000 routes). Both
-// the growth of the resident set and, where the server reports it, of the
-// live Go heap after a collection are given; the first includes buffers
+// runMemory: C announcers connect to a server with no subscribers (phase
+// "connect"), then load N routes (N/C each, in V VNIs; phase "load"). The
+// server's memory growth over the connect phase divided by C is its cost
+// per idle peer; over the load phase divided by N, its cost per stored
+// route (target: at most 200 bytes at 1,000,000 routes). Both the growth
+// of the resident set and, where the server reports it, of the live Go
+// heap after a collection are given: the first includes buffers, stacks
 // and allocator slack, the second is what the table and sessions keep.
 func runMemory(e *env) error {
 	c, v := e.cfg.C, e.cfg.V
@@ -20,12 +22,20 @@ func runMemory(e *env) error {
 	if err != nil {
 		return err
 	}
-	ps, err := e.dial(c)
-	if err != nil {
+	base := e.srv.Usage(true)
+	var ps []*Peer
+	if _, err := e.phase("connect", 0, 0, func() (time.Duration, error) {
+		start := time.Now()
+		ps, err = e.dial(c)
+		if err != nil {
+			return 0, err
+		}
+		for _, p := range ps {
+			p.Start(nil)
+		}
+		return time.Since(start), nil
+	}); err != nil {
 		return err
-	}
-	for _, p := range ps {
-		p.Start(nil)
 	}
 	before := e.srv.Usage(true)
 
@@ -49,9 +59,11 @@ func runMemory(e *env) error {
 		e.res.Notes = append(e.res.Notes, "server memory unknown: give the PID of an external server")
 		return nil
 	}
+	e.res.Metrics["rss_bytes_per_peer"] = float64(before.RSS-base.RSS) / float64(c)
 	e.res.Metrics["rss_bytes_per_route"] = float64(after.RSS-before.RSS) / float64(n)
 	e.res.Metrics["rss_after_bytes"] = float64(after.RSS)
 	if after.Heap >= 0 && before.Heap >= 0 {
+		e.res.Metrics["heap_bytes_per_peer"] = float64(before.Heap-base.Heap) / float64(c)
 		e.res.Metrics["heap_bytes_per_route"] = float64(after.Heap-before.Heap) / float64(n)
 		e.res.Metrics["heap_after_bytes"] = float64(after.Heap)
 	}
