@@ -37,6 +37,9 @@ type ServerConfig struct {
 	// Logger receives one line per session event, and per-route lines at
 	// debug level. Default discards.
 	Logger *slog.Logger
+	// Authorizer, if set, decides what each peer may announce and
+	// subscribe to. Without one every peer may do everything, as in v1.
+	Authorizer Authorizer
 	// Sink, if set, is told about the routes this server's own peers
 	// announce (not those of ExternalSources), to replicate them to other
 	// servers of a cluster.
@@ -76,6 +79,8 @@ type serverCounters struct {
 	handshakeFailures atomic.Uint64
 	protocolErrors    [numProtocolErrorKinds]atomic.Uint64 // by protocolErrorKind
 	slowPeersDropped  atomic.Uint64
+	authRefusedConns  atomic.Uint64
+	authRefusedMsgs   atomic.Uint64
 	updatesReceived   atomic.Uint64
 	updatesSent       atomic.Uint64
 }
@@ -164,6 +169,8 @@ type serverPeer struct {
 	sess *session.Session
 	log  *slog.Logger
 
+	perms Permissions // nil: everything allowed
+
 	mu        sync.Mutex // guards the following (written by the reader goroutine, read by snapshots)
 	subs      map[route.VNI]*vniState
 	announced map[route.VNI]*vniState // VNIs it may hold routes in
@@ -189,6 +196,17 @@ func (s *Server) servePeer(ctx context.Context, conn net.Conn) {
 		HighWater:    s.cfg.HighWater,
 		Logger:       p.log,
 	}, p)
+	if s.cfg.Authorizer != nil {
+		perms, err := s.authorize(ctx, conn)
+		if err != nil {
+			s.stats.authRefusedConns.Add(1)
+			p.log.Warn("session refused", "err", err)
+			conn.Close()
+			return
+		}
+		p.perms = perms
+		p.log = p.log.With("identity", perms.Identity())
+	}
 	s.mu.Lock()
 	s.peers[p] = struct{}{}
 	s.mu.Unlock()
@@ -209,6 +227,21 @@ func (s *Server) servePeer(ctx context.Context, conn net.Conn) {
 		s.countClose(err, established)
 		p.log.Info("session down", "err", err)
 	}
+}
+
+// authorize completes a TLS handshake, if any, within the handshake
+// timeout and asks the Authorizer.
+func (s *Server) authorize(ctx context.Context, conn net.Conn) (Permissions, error) {
+	if tc, ok := conn.(interface {
+		HandshakeContext(context.Context) error
+	}); ok {
+		hctx, cancel := context.WithTimeout(ctx, s.cfg.Keepalive*5/2)
+		defer cancel()
+		if err := tc.HandshakeContext(hctx); err != nil {
+			return nil, fmt.Errorf("TLS handshake: %w", err)
+		}
+	}
+	return s.cfg.Authorizer.Authorize(conn)
 }
 
 // countClose classifies why a session ended for the statistics.
@@ -234,6 +267,11 @@ func (p *serverPeer) Established(s *session.Session) {
 func (p *serverPeer) Handle(_ *session.Session, m wire.Message) error {
 	switch m := m.(type) {
 	case wire.Subscribe:
+		if p.perms != nil && !p.perms.MaySubscribe(m.VNI) {
+			p.srv.stats.authRefusedMsgs.Add(1)
+			p.log.Warn("subscription refused by policy", "vni", m.VNI)
+			return nil
+		}
 		p.subscribe(m.VNI)
 	case wire.Unsubscribe:
 		p.unsubscribe(m.VNI)
@@ -244,6 +282,11 @@ func (p *serverPeer) Handle(_ *session.Session, m wire.Message) error {
 // HandleUpdate implements session.Handler.
 func (p *serverPeer) HandleUpdate(_ *session.Session, u *wire.Update) error {
 	p.srv.stats.updatesReceived.Add(1)
+	if p.perms != nil && !p.perms.MayAnnounce(u.Route.VNI) {
+		p.srv.stats.authRefusedMsgs.Add(1)
+		p.log.Warn("update refused by policy", "vni", u.Route.VNI, "prefix", u.Route.Prefix)
+		return nil
+	}
 	p.update(u.Action, u.Route)
 	return nil
 }

@@ -40,6 +40,8 @@ type PeerInfo struct {
 	MessagesReceived map[string]uint64
 	// QueueBytes is the number of bytes waiting in the send queue.
 	QueueBytes int
+	// Identity is the peer's authenticated identity (TLS), if any.
+	Identity string
 }
 
 func fillSessionInfo(pi *PeerInfo, in session.Info) {
@@ -91,6 +93,10 @@ type ServerStats struct {
 	UpdatesReceived  uint64
 	// UpdatesSent counts UPDATE messages queued to subscribers.
 	UpdatesSent uint64
+	// AuthRefusedSessions counts sessions the Authorizer refused (or whose
+	// TLS handshake failed); AuthRefusedMessages counts SUBSCRIBE and
+	// UPDATE messages refused by a peer's Permissions.
+	AuthRefusedSessions, AuthRefusedMessages uint64
 }
 
 // Stats returns the server's counters.
@@ -102,6 +108,9 @@ func (s *Server) Stats() ServerStats {
 		SlowPeersDropped:  s.stats.slowPeersDropped.Load(),
 		UpdatesReceived:   s.stats.updatesReceived.Load(),
 		UpdatesSent:       s.stats.updatesSent.Load(),
+
+		AuthRefusedSessions: s.stats.authRefusedConns.Load(),
+		AuthRefusedMessages: s.stats.authRefusedMsgs.Load(),
 	}
 	for k := range numProtocolErrorKinds {
 		st.ProtocolErrors[k.String()] = s.stats.protocolErrors[k].Load()
@@ -121,6 +130,9 @@ func (s *Server) Peers() []PeerInfo {
 	for _, p := range peers {
 		pi := PeerInfo{ID: uint32(p.id), Direction: "inbound"}
 		fillSessionInfo(&pi, p.sess.Info())
+		if p.perms != nil {
+			pi.Identity = p.perms.Identity()
+		}
 		p.mu.Lock()
 		for vni := range p.subs {
 			pi.Subscriptions = append(pi.Subscriptions, vni)

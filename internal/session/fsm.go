@@ -76,7 +76,8 @@ const (
 //	HELLO_RECEIVED --KEEPALIVE--> ESTABLISHED (send KEEPALIVE)
 //	ESTABLISHED --KEEPALIVE--> ESTABLISHED (send KEEPALIVE)
 //
-// SUBSCRIBE, UNSUBSCRIBE and UPDATE are delivered only when established.
+// SUBSCRIBE, UNSUBSCRIBE, UPDATE and END_OF_SYNC are delivered only when
+// established (END_OF_SYNC only if negotiated; the session checks that).
 // Anything else is a protocol error.
 func transition(role Role, st State, t wire.Type) (State, []action, error) {
 	switch {
@@ -92,7 +93,7 @@ func transition(role Role, st State, t wire.Type) (State, []action, error) {
 		return StateEstablished, []action{actSendKeepalive, actEstablished}, nil
 	case role == RoleServer && st == StateEstablished && t == wire.TypeKeepalive:
 		return st, []action{actSendKeepalive}, nil
-	case st == StateEstablished && (t == wire.TypeSubscribe || t == wire.TypeUnsubscribe || t == wire.TypeUpdate):
+	case st == StateEstablished && (t == wire.TypeSubscribe || t == wire.TypeUnsubscribe || t == wire.TypeUpdate || t == wire.TypeEndOfSync):
 		return st, []action{actDeliver}, nil
 	}
 	return st, nil, fmt.Errorf("%w: unexpected %s in state %s", ErrProtocol, t, st)

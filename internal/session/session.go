@@ -54,6 +54,16 @@ type Config struct {
 	ReadBufferSize int
 	// Logger receives session events. Default discards.
 	Logger *slog.Logger
+
+	// Features are the extensions we advertise in HELLO (wire.Feature*
+	// bits); zero speaks plain v1. An extension is used only if the peer
+	// advertises it too (see Negotiated).
+	Features uint32
+	// GracefulRestart is advertised with wire.FeatureGracefulRestart: how
+	// long we keep the routes of a peer whose session ended.
+	GracefulRestart time.Duration
+	// Name identifies us across reconnects (advertised in HELLO).
+	Name string
 }
 
 func (c *Config) setDefaults() {
@@ -107,6 +117,7 @@ type Session struct {
 	closeOnce   sync.Once
 	err         error // first reason to close; written once under closeOnce
 
+	peerHello atomic.Pointer[wire.Hello] // the peer's HELLO, once received
 	state     atomic.Uint32
 	progress  atomic.Int64 // unix nanoseconds of the last write that made progress
 	keepalive atomic.Int64 // agreed interval in nanoseconds
@@ -211,6 +222,39 @@ func (s *Session) WaitWritable(ctx context.Context, max time.Duration) bool {
 // Established returns a channel closed once the handshake has completed.
 func (s *Session) EstablishedC() <-chan struct{} { return s.established }
 
+// PeerHello returns the HELLO the peer sent, or false before it arrived.
+func (s *Session) PeerHello() (wire.Hello, bool) {
+	if h := s.peerHello.Load(); h != nil {
+		return *h, true
+	}
+	return wire.Hello{}, false
+}
+
+// Negotiated returns the extensions both sides advertised (wire.Feature*
+// bits). It is zero before the HELLO exchange and with plain v1 peers.
+func (s *Session) Negotiated() uint32 {
+	if h := s.peerHello.Load(); h != nil {
+		return h.Features & s.cfg.Features
+	}
+	return 0
+}
+
+// PlainV1 reports whether the peer advertised no extensions at all: a
+// deployed v1 implementation, to be treated with its limits in mind.
+func (s *Session) PlainV1() bool {
+	h := s.peerHello.Load()
+	return h == nil || h.Features == 0
+}
+
+// hello returns our HELLO.
+func (s *Session) hello(keepalive time.Duration, isServer bool) wire.Hello {
+	h := wire.Hello{Keepalive: seconds(keepalive), IsServer: isServer, Features: s.cfg.Features, Name: s.cfg.Name}
+	if s.cfg.Features&wire.FeatureGracefulRestart != 0 {
+		h.GracefulRestart = seconds(s.cfg.GracefulRestart)
+	}
+	return h
+}
+
 // State returns the current state.
 func (s *Session) State() State { return State(s.state.Load()) }
 
@@ -264,7 +308,7 @@ func (s *Session) sendPrio(m wire.Message) {
 func (s *Session) readLoop() error {
 	st := StateConnecting
 	if s.cfg.Role == RoleClient {
-		s.sendPrio(wire.Hello{Keepalive: seconds(s.cfg.Keepalive)})
+		s.sendPrio(s.hello(s.cfg.Keepalive, false))
 		st = StateHelloSent
 	}
 	s.state.Store(uint32(st))
@@ -321,13 +365,19 @@ func (s *Session) readLoop() error {
 		if err != nil {
 			return err
 		}
+		if h, ok := m.(wire.Hello); ok {
+			s.peerHello.Store(&h)
+		}
+		if t == wire.TypeEndOfSync && s.Negotiated()&wire.FeatureEndOfSync == 0 {
+			return fmt.Errorf("%w: END_OF_SYNC from a peer that did not negotiate it", ErrProtocol)
+		}
 		for _, a := range acts {
 			switch a {
 			case actSendHello:
 				hello := m.(wire.Hello)
 				ka := min(time.Duration(hello.Keepalive)*time.Second, s.cfg.Keepalive.Truncate(time.Second))
 				s.agree(ka)
-				s.sendPrio(wire.Hello{Keepalive: seconds(ka), IsServer: true})
+				s.sendPrio(s.hello(ka, true))
 			case actSendKeepalive:
 				if hello, ok := m.(wire.Hello); ok { // client: the server's answer
 					s.agree(min(time.Duration(hello.Keepalive)*time.Second, s.cfg.Keepalive))
@@ -412,7 +462,10 @@ func (s *Session) drain() error {
 			return err
 		}
 		for b := buf; len(b) > 0; {
-			n := min(len(b), maxWrite)
+			n, err := s.pace(min(len(b), maxWrite))
+			if err != nil {
+				return err
+			}
 			if err := s.write(b[:n]); err != nil {
 				return err
 			}

@@ -12,7 +12,7 @@ import (
 )
 
 // Message is a decoded message body. It is sealed: its implementations are
-// Hello, Keepalive, Subscribe, Unsubscribe and Update. Decode returns them
+// Hello, Keepalive, Subscribe, Unsubscribe, Update and EndOfSync. Decode returns them
 // as values (not pointers), so a type switch uses the plain type names.
 type Message interface {
 	// Type returns the message type that carries this body.
@@ -27,6 +27,22 @@ type Hello struct {
 	Keepalive uint32
 	// IsServer is set by route servers.
 	IsServer bool
+	// Features is the set of extensions the sender supports (Feature*
+	// bits); zero for plain v1 peers.
+	Features uint32
+	// GracefulRestart is how many seconds the sender keeps the routes of
+	// a peer whose session ended (with FeatureGracefulRestart).
+	GracefulRestart uint32
+	// Name identifies the sender across reconnects; empty for v1 peers.
+	Name string
+}
+
+// EndOfSync marks the end of an initial synchronisation (an extension):
+// from a server, the table of VNI is complete; from a client with
+// Announcements set, all its routes have been announced.
+type EndOfSync struct {
+	VNI           route.VNI
+	Announcements bool
 }
 
 // Keepalive proves that the peer is alive. It has an empty body.
@@ -59,15 +75,19 @@ func (Unsubscribe) Type() Type { return TypeUnsubscribe }
 // Type returns TypeUpdate.
 func (Update) Type() Type { return TypeUpdate }
 
+// Type returns TypeEndOfSync.
+func (EndOfSync) Type() Type { return TypeEndOfSync }
+
 func (Hello) isMessage()       {}
 func (Keepalive) isMessage()   {}
 func (Subscribe) isMessage()   {}
 func (Unsubscribe) isMessage() {}
 func (Update) isMessage()      {}
+func (EndOfSync) isMessage()   {}
 
 // Decode decodes and validates the body of a message of type t. The
-// result is one of Hello, Keepalive, Subscribe, Unsubscribe or Update (as
-// a value) and does not alias body.
+// result is one of Hello, Keepalive, Subscribe, Unsubscribe, Update or
+// EndOfSync (as a value) and does not alias body.
 //
 // It returns an error wrapping ErrUnknownType for an undefined type,
 // ErrTooLarge for a body longer than MaxBodyLen, ErrMalformed for a body
@@ -93,7 +113,11 @@ func Decode(t Type, body []byte) (Message, error) {
 		if h.KeepaliveInterval == 0 {
 			return nil, fmt.Errorf("%w: hello keepaliveInterval 0: must be at least 1 second", ErrInvalid)
 		}
-		return Hello{Keepalive: h.KeepaliveInterval, IsServer: h.IsServer}, nil
+		if len(h.Name) > 255 {
+			return nil, fmt.Errorf("%w: hello name: %d bytes, at most 255", ErrInvalid, len(h.Name))
+		}
+		return Hello{Keepalive: h.KeepaliveInterval, IsServer: h.IsServer,
+			Features: h.Features, GracefulRestart: h.GracefulRestartTime, Name: h.Name}, nil
 	case TypeKeepalive:
 		if err := skipMessage(body); err != nil {
 			return nil, fmt.Errorf("%w: keepalive: %v", ErrMalformed, err)
@@ -112,6 +136,16 @@ func Decode(t Type, body []byte) (Message, error) {
 			return Subscribe{VNI: vni}, nil
 		}
 		return Unsubscribe{VNI: vni}, nil
+	case TypeEndOfSync:
+		var e pb.EndOfSync
+		if err := proto.Unmarshal(body, &e); err != nil {
+			return nil, fmt.Errorf("%w: end-of-sync: %v", ErrMalformed, err)
+		}
+		vni := route.VNI(e.Vni)
+		if !vni.Valid() {
+			return nil, fmt.Errorf("%w: end-of-sync vni %d exceeds 24 bits", ErrInvalid, e.Vni)
+		}
+		return EndOfSync{VNI: vni, Announcements: e.Announcements}, nil
 	default: // TypeUpdate
 		u, err := DecodeUpdate(body)
 		if err != nil {
@@ -163,11 +197,24 @@ func AppendFrame(dst []byte, m Message) ([]byte, error) {
 		if v != nil {
 			return AppendFrame(dst, *v)
 		}
+	case *EndOfSync:
+		if v != nil {
+			return AppendFrame(dst, *v)
+		}
 	case Hello:
 		if v.Keepalive == 0 {
 			return dst, fmt.Errorf("%w: hello keepaliveInterval 0: must be at least 1 second", ErrInvalid)
 		}
-		return appendProto(dst, TypeHello, &pb.Hello{KeepaliveInterval: v.Keepalive, IsServer: v.IsServer})
+		if len(v.Name) > 255 {
+			return dst, fmt.Errorf("%w: hello name: %d bytes, at most 255", ErrInvalid, len(v.Name))
+		}
+		return appendProto(dst, TypeHello, &pb.Hello{KeepaliveInterval: v.Keepalive, IsServer: v.IsServer,
+			Features: v.Features, GracefulRestartTime: v.GracefulRestart, Name: v.Name})
+	case EndOfSync:
+		if !v.VNI.Valid() {
+			return dst, fmt.Errorf("%w: end-of-sync vni %d exceeds 24 bits", ErrInvalid, v.VNI)
+		}
+		return appendProto(dst, TypeEndOfSync, &pb.EndOfSync{Vni: uint32(v.VNI), Announcements: v.Announcements})
 	case Keepalive:
 		return append(dst, Version, 0, 0, byte(TypeKeepalive)), nil
 	case Subscribe:

@@ -178,7 +178,7 @@ func TestReaderBadHeader(t *testing.T) {
 		{"version 0", []byte{0, 0, 2, 1}, ErrBadVersion, "bad protocol version: 0 (want 1)"},
 		{"version 2", []byte{2, 0x13, 0x88, 5}, ErrBadVersion, "bad protocol version: 2 (want 1)"},
 		{"type 0", []byte{1, 0, 0, 0}, ErrUnknownType, "unknown message type: 0"},
-		{"type 6", []byte{1, 0x13, 0x88, 6}, ErrUnknownType, "unknown message type: 6"},
+		{"type 7", []byte{1, 0x13, 0x88, 7}, ErrUnknownType, "unknown message type: 7"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

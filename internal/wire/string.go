@@ -13,11 +13,12 @@ func _() {
 	_ = x[TypeSubscribe-3]
 	_ = x[TypeUnsubscribe-4]
 	_ = x[TypeUpdate-5]
+	_ = x[TypeEndOfSync-6]
 }
 
-const _Type_name = "HELLOKEEPALIVESUBSCRIBEUNSUBSCRIBEUPDATE"
+const _Type_name = "HELLOKEEPALIVESUBSCRIBEUNSUBSCRIBEUPDATEEND_OF_SYNC"
 
-var _Type_index = [...]uint8{0, 5, 14, 23, 34, 40}
+var _Type_index = [...]uint8{0, 5, 14, 23, 34, 40, 51}
 
 func (i Type) String() string {
 	idx := int(i) - 1

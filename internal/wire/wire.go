@@ -28,10 +28,23 @@ const (
 	TypeSubscribe   Type = 3 // SUBSCRIBE
 	TypeUnsubscribe Type = 4 // UNSUBSCRIBE
 	TypeUpdate      Type = 5 // UPDATE
+	// TypeEndOfSync is an extension (docs/protocol-extensions.md): it is
+	// only sent to, and only accepted from, peers that negotiated it.
+	TypeEndOfSync Type = 6 // END_OF_SYNC
 )
 
 // Valid reports whether t is one of the defined message types.
-func (t Type) Valid() bool { return t >= TypeHello && t <= TypeUpdate }
+func (t Type) Valid() bool { return t >= TypeHello && t <= TypeEndOfSync }
+
+// Feature bits advertised in Hello.Features (extensions of this
+// implementation; see docs/protocol-extensions.md).
+const (
+	// FeatureEndOfSync: the peer sends and understands END_OF_SYNC.
+	FeatureEndOfSync uint32 = 1 << 0
+	// FeatureGracefulRestart: the peer keeps the routes of a vanished
+	// session for Hello.GracefulRestart seconds.
+	FeatureGracefulRestart uint32 = 1 << 1
+)
 
 // Action says whether an Update announces or withdraws a route. The
 // numeric values are those of the wire format.

@@ -171,7 +171,8 @@ func TestStrings(t *testing.T) {
 		{TypeUnsubscribe, "UNSUBSCRIBE"},
 		{TypeUpdate, "UPDATE"},
 		{Type(0), "Type(0)"},
-		{Type(6), "Type(6)"},
+		{TypeEndOfSync, "END_OF_SYNC"},
+		{Type(7), "Type(7)"},
 		{ActionAdd, "ADD"},
 		{ActionRemove, "REMOVE"},
 		{Action(2), "Action(2)"},
@@ -220,7 +221,7 @@ func TestDecodeErrors(t *testing.T) {
 		msg  string // substring of the error message
 	}{
 		{"type 0", 0, nil, ErrUnknownType, "unknown message type: 0"},
-		{"type 6", 6, nil, ErrUnknownType, "unknown message type: 6"},
+		{"type 7", 7, nil, ErrUnknownType, "unknown message type: 7"},
 		{"type 255", 255, nil, ErrUnknownType, "unknown message type: 255"},
 		{"body too large", TypeUpdate, make([]byte, MaxBodyLen+1), ErrTooLarge, "body length 1189 > 1188"},
 		{"keepalive body too large", TypeKeepalive, make([]byte, MaxBodyLen+1), ErrTooLarge, "body length 1189 > 1188"},
@@ -417,7 +418,11 @@ func TestDecodeOtherMessages(t *testing.T) {
 		want Message
 	}{
 		{"hello", TypeHello, mustMarshal(t, &pb.Hello{KeepaliveInterval: 5}), Hello{Keepalive: 5}},
-		{"hello server with extension fields", TypeHello, append(mustMarshal(t, &pb.Hello{KeepaliveInterval: 1<<32 - 1, IsServer: true}), 0x18, 0x01, 0x22, 0x00), Hello{Keepalive: 1<<32 - 1, IsServer: true}},
+		{"hello server with extension fields", TypeHello, append(mustMarshal(t, &pb.Hello{KeepaliveInterval: 1<<32 - 1, IsServer: true}), 0x18, 0x01, 0x22, 0x00), Hello{Keepalive: 1<<32 - 1, IsServer: true, Features: FeatureEndOfSync}},
+		{"hello with unknown future fields", TypeHello, append(mustMarshal(t, &pb.Hello{KeepaliveInterval: 3}), 0x78, 0x01), Hello{Keepalive: 3}},
+		{"hello with all extensions", TypeHello, mustMarshal(t, &pb.Hello{KeepaliveInterval: 5, Features: 3, GracefulRestartTime: 120, Name: "hv-17"}), Hello{Keepalive: 5, Features: 3, GracefulRestart: 120, Name: "hv-17"}},
+		{"end-of-sync vni", TypeEndOfSync, mustMarshal(t, &pb.EndOfSync{Vni: 23}), EndOfSync{VNI: 23}},
+		{"end-of-sync announcements", TypeEndOfSync, mustMarshal(t, &pb.EndOfSync{Announcements: true}), EndOfSync{Announcements: true}},
 		{"hello isServer non-canonical bool", TypeHello, []byte{0x08, 0x01, 0x10, 0x80, 0x01}, Hello{Keepalive: 1, IsServer: true}},
 		{"keepalive empty", TypeKeepalive, nil, Keepalive{}},
 		{"keepalive with unknown fields", TypeKeepalive, []byte{0x08, 0x01, 0x12, 0x00}, Keepalive{}},

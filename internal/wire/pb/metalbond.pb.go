@@ -174,8 +174,20 @@ type Hello struct {
 	// Keepalive interval in seconds that the sender proposes; 0 is refused.
 	KeepaliveInterval uint32 `protobuf:"varint,1,opt,name=keepaliveInterval,proto3" json:"keepaliveInterval,omitempty"`
 	IsServer          bool   `protobuf:"varint,2,opt,name=isServer,proto3" json:"isServer,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Extensions of this implementation (docs/protocol-extensions.md). Plain
+	// v1 peers ignore these fields as unknown; we use an extension only with a
+	// peer that advertised it too.
+	// features is a bit set: 1 = end-of-sync markers (message type 6),
+	// 2 = graceful restart.
+	Features uint32 `protobuf:"varint,3,opt,name=features,proto3" json:"features,omitempty"`
+	// gracefulRestartTime is how many seconds the sender keeps the routes of
+	// a peer whose session ended, waiting for it to come back.
+	GracefulRestartTime uint32 `protobuf:"varint,4,opt,name=gracefulRestartTime,proto3" json:"gracefulRestartTime,omitempty"`
+	// name identifies the sender across reconnects (a client's host name),
+	// so that a server can match a returning peer with its stale routes.
+	Name          string `protobuf:"bytes,5,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Hello) Reset() {
@@ -222,6 +234,86 @@ func (x *Hello) GetIsServer() bool {
 	return false
 }
 
+func (x *Hello) GetFeatures() uint32 {
+	if x != nil {
+		return x.Features
+	}
+	return 0
+}
+
+func (x *Hello) GetGracefulRestartTime() uint32 {
+	if x != nil {
+		return x.GracefulRestartTime
+	}
+	return 0
+}
+
+func (x *Hello) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// EndOfSync (message type 6, extension "end-of-sync") marks the end of an
+// initial synchronisation. It is sent only to peers that advertised the
+// extension in their Hello.
+type EndOfSync struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// vni: server to client, the initial table sent on SUBSCRIBE to this VNI
+	// is complete.
+	Vni uint32 `protobuf:"varint,1,opt,name=vni,proto3" json:"vni,omitempty"`
+	// announcements: client to server, the client has sent all its
+	// announcements since the session was established.
+	Announcements bool `protobuf:"varint,2,opt,name=announcements,proto3" json:"announcements,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EndOfSync) Reset() {
+	*x = EndOfSync{}
+	mi := &file_metalbond_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EndOfSync) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EndOfSync) ProtoMessage() {}
+
+func (x *EndOfSync) ProtoReflect() protoreflect.Message {
+	mi := &file_metalbond_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EndOfSync.ProtoReflect.Descriptor instead.
+func (*EndOfSync) Descriptor() ([]byte, []int) {
+	return file_metalbond_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *EndOfSync) GetVni() uint32 {
+	if x != nil {
+		return x.Vni
+	}
+	return 0
+}
+
+func (x *EndOfSync) GetAnnouncements() bool {
+	if x != nil {
+		return x.Announcements
+	}
+	return false
+}
+
 // Subscription is the body of SUBSCRIBE (type 3) and UNSUBSCRIBE (type 4).
 type Subscription struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -232,7 +324,7 @@ type Subscription struct {
 
 func (x *Subscription) Reset() {
 	*x = Subscription{}
-	mi := &file_metalbond_proto_msgTypes[1]
+	mi := &file_metalbond_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -244,7 +336,7 @@ func (x *Subscription) String() string {
 func (*Subscription) ProtoMessage() {}
 
 func (x *Subscription) ProtoReflect() protoreflect.Message {
-	mi := &file_metalbond_proto_msgTypes[1]
+	mi := &file_metalbond_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -257,7 +349,7 @@ func (x *Subscription) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Subscription.ProtoReflect.Descriptor instead.
 func (*Subscription) Descriptor() ([]byte, []int) {
-	return file_metalbond_proto_rawDescGZIP(), []int{1}
+	return file_metalbond_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Subscription) GetVni() uint32 {
@@ -280,7 +372,7 @@ type Update struct {
 
 func (x *Update) Reset() {
 	*x = Update{}
-	mi := &file_metalbond_proto_msgTypes[2]
+	mi := &file_metalbond_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -292,7 +384,7 @@ func (x *Update) String() string {
 func (*Update) ProtoMessage() {}
 
 func (x *Update) ProtoReflect() protoreflect.Message {
-	mi := &file_metalbond_proto_msgTypes[2]
+	mi := &file_metalbond_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -305,7 +397,7 @@ func (x *Update) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Update.ProtoReflect.Descriptor instead.
 func (*Update) Descriptor() ([]byte, []int) {
-	return file_metalbond_proto_rawDescGZIP(), []int{2}
+	return file_metalbond_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Update) GetAction() Action {
@@ -349,7 +441,7 @@ type Destination struct {
 
 func (x *Destination) Reset() {
 	*x = Destination{}
-	mi := &file_metalbond_proto_msgTypes[3]
+	mi := &file_metalbond_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -361,7 +453,7 @@ func (x *Destination) String() string {
 func (*Destination) ProtoMessage() {}
 
 func (x *Destination) ProtoReflect() protoreflect.Message {
-	mi := &file_metalbond_proto_msgTypes[3]
+	mi := &file_metalbond_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -374,7 +466,7 @@ func (x *Destination) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Destination.ProtoReflect.Descriptor instead.
 func (*Destination) Descriptor() ([]byte, []int) {
-	return file_metalbond_proto_rawDescGZIP(), []int{3}
+	return file_metalbond_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Destination) GetIpVersion() IPVersion {
@@ -413,7 +505,7 @@ type NextHop struct {
 
 func (x *NextHop) Reset() {
 	*x = NextHop{}
-	mi := &file_metalbond_proto_msgTypes[4]
+	mi := &file_metalbond_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -425,7 +517,7 @@ func (x *NextHop) String() string {
 func (*NextHop) ProtoMessage() {}
 
 func (x *NextHop) ProtoReflect() protoreflect.Message {
-	mi := &file_metalbond_proto_msgTypes[4]
+	mi := &file_metalbond_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -438,7 +530,7 @@ func (x *NextHop) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NextHop.ProtoReflect.Descriptor instead.
 func (*NextHop) Descriptor() ([]byte, []int) {
-	return file_metalbond_proto_rawDescGZIP(), []int{4}
+	return file_metalbond_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *NextHop) GetTargetAddress() []byte {
@@ -480,10 +572,16 @@ var File_metalbond_proto protoreflect.FileDescriptor
 
 const file_metalbond_proto_rawDesc = "" +
 	"\n" +
-	"\x0fmetalbond.proto\x12\tmetalbond\"Q\n" +
+	"\x0fmetalbond.proto\x12\tmetalbond\"\xb3\x01\n" +
 	"\x05Hello\x12,\n" +
 	"\x11keepaliveInterval\x18\x01 \x01(\rR\x11keepaliveInterval\x12\x1a\n" +
-	"\bisServer\x18\x02 \x01(\bR\bisServer\" \n" +
+	"\bisServer\x18\x02 \x01(\bR\bisServer\x12\x1a\n" +
+	"\bfeatures\x18\x03 \x01(\rR\bfeatures\x120\n" +
+	"\x13gracefulRestartTime\x18\x04 \x01(\rR\x13gracefulRestartTime\x12\x12\n" +
+	"\x04name\x18\x05 \x01(\tR\x04name\"C\n" +
+	"\tEndOfSync\x12\x10\n" +
+	"\x03vni\x18\x01 \x01(\rR\x03vni\x12$\n" +
+	"\rannouncements\x18\x02 \x01(\bR\rannouncements\" \n" +
 	"\fSubscription\x12\x10\n" +
 	"\x03vni\x18\x01 \x01(\rR\x03vni\"\xad\x01\n" +
 	"\x06Update\x12)\n" +
@@ -526,21 +624,22 @@ func file_metalbond_proto_rawDescGZIP() []byte {
 }
 
 var file_metalbond_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_metalbond_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_metalbond_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_metalbond_proto_goTypes = []any{
 	(IPVersion)(0),       // 0: metalbond.IPVersion
 	(Action)(0),          // 1: metalbond.Action
 	(NextHopType)(0),     // 2: metalbond.NextHopType
 	(*Hello)(nil),        // 3: metalbond.Hello
-	(*Subscription)(nil), // 4: metalbond.Subscription
-	(*Update)(nil),       // 5: metalbond.Update
-	(*Destination)(nil),  // 6: metalbond.Destination
-	(*NextHop)(nil),      // 7: metalbond.NextHop
+	(*EndOfSync)(nil),    // 4: metalbond.EndOfSync
+	(*Subscription)(nil), // 5: metalbond.Subscription
+	(*Update)(nil),       // 6: metalbond.Update
+	(*Destination)(nil),  // 7: metalbond.Destination
+	(*NextHop)(nil),      // 8: metalbond.NextHop
 }
 var file_metalbond_proto_depIdxs = []int32{
 	1, // 0: metalbond.Update.action:type_name -> metalbond.Action
-	6, // 1: metalbond.Update.destination:type_name -> metalbond.Destination
-	7, // 2: metalbond.Update.nextHop:type_name -> metalbond.NextHop
+	7, // 1: metalbond.Update.destination:type_name -> metalbond.Destination
+	8, // 2: metalbond.Update.nextHop:type_name -> metalbond.NextHop
 	0, // 3: metalbond.Destination.ipVersion:type_name -> metalbond.IPVersion
 	2, // 4: metalbond.NextHop.type:type_name -> metalbond.NextHopType
 	5, // [5:5] is the sub-list for method output_type
@@ -561,7 +660,7 @@ func file_metalbond_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_metalbond_proto_rawDesc), len(file_metalbond_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   5,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
