@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -33,6 +34,16 @@ type ClientConfig struct {
 	// does not withdraw and re-add them; routes the server no longer has
 	// are removed when it expires. Zero removes them at once.
 	GracePeriod time.Duration
+	// GracefulRestart is how long servers are asked to keep this client's
+	// routes when its session ends (a restart or a network blip), for
+	// servers that negotiate graceful restart. It also bounds how long the
+	// client keeps a vanished server's routes when GracePeriod is zero and
+	// the server negotiated graceful restart. Default 60s; negative turns
+	// the extensions off (the client then speaks plain v1, byte for byte).
+	GracefulRestart time.Duration
+	// Name identifies this client to servers across reconnects and
+	// restarts (for graceful restart). Default the host name.
+	Name string
 	// RetryMin and RetryMax bound the randomised delay between connection
 	// attempts to a server. Defaults 500ms and 8s.
 	RetryMin, RetryMax time.Duration
@@ -100,6 +111,16 @@ type clientConn struct {
 	// established is true between Established and the end of the session;
 	// guarded by Client.mu.
 	established bool
+	// stale are earlier sessions whose routes are kept until the current
+	// session has re-synced or their time is up; guarded by Client.mu.
+	stale []*staleSession
+}
+
+// staleSession is an ended session whose routes the client keeps.
+type staleSession struct {
+	id     routetable.SourceID
+	timer  *time.Timer
+	synced map[route.VNI]bool // VNIs re-synced by a later session
 }
 
 // NewClient returns a Client configured by cfg. It checks the configuration
@@ -134,6 +155,12 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.GracefulRestart == 0 {
+		cfg.GracefulRestart = DefaultGracefulRestart
+	}
+	if cfg.Name == "" {
+		cfg.Name, _ = os.Hostname()
 	}
 	c := &Client{
 		cfg:         cfg,
@@ -221,18 +248,24 @@ func (c *Client) connLoop(ctx context.Context, cc *clientConn) {
 			id := routetable.SourceID(c.nextID.Add(1))
 			cc.id.Store(uint32(id))
 			h := &clientHandler{c: c, cc: cc, id: id, log: log}
-			sess := session.New(conn, session.Config{
+			scfg := session.Config{
 				Role:         session.RoleClient,
 				Keepalive:    c.cfg.Keepalive,
 				WriteTimeout: c.cfg.WriteTimeout,
 				MaxQueue:     c.cfg.MaxQueue,
 				HighWater:    c.cfg.HighWater,
 				Logger:       log,
-			}, h)
+			}
+			if c.cfg.GracefulRestart > 0 {
+				scfg.Features = wire.FeatureEndOfSync | wire.FeatureGracefulRestart
+				scfg.GracefulRestart = c.cfg.GracefulRestart
+				scfg.Name = c.cfg.Name
+			}
+			sess := session.New(conn, scfg, h)
 			cc.sess.Store(sess)
 			log.Debug("connected", "local", conn.LocalAddr().String())
 			err = sess.Run(ctx)
-			wasUp := c.sessionDown(cc, id)
+			wasUp := c.sessionDown(cc, id, c.keepTime(sess))
 			cc.sess.Store(nil)
 			if ctx.Err() != nil {
 				break
@@ -256,20 +289,91 @@ func (c *Client) connLoop(ctx context.Context, cc *clientConn) {
 	cc.state.Store(uint32(session.StateClosed))
 }
 
-// sessionDown forgets a session that ended and withdraws (now or after the
-// grace period) the routes it delivered. It reports whether the session had
-// been established.
-func (c *Client) sessionDown(cc *clientConn, id routetable.SourceID) bool {
+// keepTime is how long to keep the routes of sess after it ended.
+func (c *Client) keepTime(sess *session.Session) time.Duration {
+	if c.cfg.GracePeriod > 0 {
+		return c.cfg.GracePeriod
+	}
+	if sess.Negotiated()&wire.FeatureGracefulRestart != 0 {
+		h, _ := sess.PeerHello()
+		return min(time.Duration(h.GracefulRestart)*time.Second, c.cfg.GracefulRestart)
+	}
+	return 0
+}
+
+// sessionDown forgets a session that ended and withdraws the routes it
+// delivered, now or, to ride out a restart, when a later session has
+// re-synced (END_OF_SYNC) or keep has passed. It reports whether the
+// session had been established.
+func (c *Client) sessionDown(cc *clientConn, id routetable.SourceID, keep time.Duration) bool {
 	c.mu.Lock()
 	wasUp := cc.established
 	cc.established = false
-	c.mu.Unlock()
-	if c.cfg.GracePeriod > 0 {
-		time.AfterFunc(c.cfg.GracePeriod, func() { c.dropSource(id) })
-	} else {
-		c.dropSource(id)
+	if keep > 0 && wasUp {
+		ss := &staleSession{id: id, synced: make(map[route.VNI]bool)}
+		cc.stale = append(cc.stale, ss)
+		ss.timer = time.AfterFunc(keep, func() {
+			c.mu.Lock()
+			found := cc.removeStale(ss)
+			c.mu.Unlock()
+			if found {
+				c.dropSource(id)
+			}
+		})
+		c.mu.Unlock()
+		return wasUp
 	}
+	c.mu.Unlock()
+	c.dropSource(id)
 	return wasUp
+}
+
+// removeStale removes ss from cc.stale and reports whether it was there.
+// Client.mu is held.
+func (cc *clientConn) removeStale(ss *staleSession) bool {
+	i := slices.Index(cc.stale, ss)
+	if i < 0 {
+		return false
+	}
+	cc.stale = slices.Delete(cc.stale, i, i+1)
+	return true
+}
+
+// synced is called when the current session of cc has received the whole
+// table of vni (END_OF_SYNC): routes of vni that earlier sessions held and
+// the server no longer has are withdrawn now.
+func (c *Client) synced(cc *clientConn, vni route.VNI) {
+	c.mu.Lock()
+	var done []*staleSession
+	n := 0
+	for _, ss := range cc.stale {
+		for _, r := range c.recv.Routes(vni) {
+			if slices.Contains(c.recv.Holders(r), ss.id) && c.recv.Remove(r, ss.id) {
+				c.installQ = append(c.installQ, installOp{add: false, r: r})
+				n++
+			}
+		}
+		ss.synced[vni] = true
+		all := true
+		for v := range c.subs {
+			all = all && ss.synced[v]
+		}
+		if all {
+			done = append(done, ss)
+		}
+	}
+	for _, ss := range done {
+		ss.timer.Stop()
+		cc.removeStale(ss)
+	}
+	c.mu.Unlock()
+	for _, ss := range done {
+		c.dropSource(ss.id)
+	}
+	if n > 0 {
+		c.log.Info("withdrew routes the server no longer has after resync", "peer", cc.addr, "vni", vni, "routes", n)
+		c.wakeInstaller()
+	}
 }
 
 // dropSource withdraws every received route whose last holder was id.
@@ -344,6 +448,9 @@ func (h *clientHandler) Established(s *session.Session) {
 		for r := range c.announced {
 			b = wire.AppendUpdate(b, wire.ActionAdd, r)
 		}
+		if s.Negotiated()&wire.FeatureEndOfSync != 0 {
+			b, _ = wire.AppendFrame(b, wire.EndOfSync{Announcements: true})
+		}
 		return b, len(c.announced)
 	})
 	c.mu.Unlock()
@@ -351,8 +458,14 @@ func (h *clientHandler) Established(s *session.Session) {
 	h.log.Info("session established", "keepalive", s.Info().Keepalive, "subscriptions", subs, "announcements", routes)
 }
 
-// Handle refuses SUBSCRIBE and UNSUBSCRIBE: servers do not send them.
+// Handle takes END_OF_SYNC and refuses SUBSCRIBE and UNSUBSCRIBE: servers
+// do not send them.
 func (h *clientHandler) Handle(_ *session.Session, m wire.Message) error {
+	if e, ok := m.(wire.EndOfSync); ok {
+		h.log.Debug("initial table complete", "vni", e.VNI)
+		h.c.synced(h.cc, e.VNI)
+		return nil
+	}
 	return fmt.Errorf("%w: server sent %s", session.ErrProtocol, m.Type())
 }
 

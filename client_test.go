@@ -20,9 +20,10 @@ func TestClientReconnectResyncs(t *testing.T) {
 	srv := serveOn(t, ln, metalbond.ServerConfig{})
 
 	// Subscriptions and announcements made before any server is up are
-	// kept and sent once one is.
-	a := startClient(t, []string{addr})
-	b := startClient(t, []string{addr})
+	// kept and sent once one is. These clients speak plain v1: without
+	// graceful restart they drop a vanished server's routes at once.
+	a := startClient(t, []string{addr}, plainV1)
+	b := startClient(t, []string{addr}, plainV1)
 	ra := mustRoute(t, "8#10.8.0.0/16#2001:db8::a")
 	rb := mustRoute(t, "8#10.9.0.0/16#2001:db8::b")
 	a.subscribe(t, 8)
@@ -51,7 +52,7 @@ func TestClientReconnectResyncs(t *testing.T) {
 func TestTwoServersRouteInstalledOnce(t *testing.T) {
 	srv1, addr1 := startServer(t, metalbond.ServerConfig{})
 	_, addr2 := startServer(t, metalbond.ServerConfig{})
-	sub := startClient(t, []string{addr1, addr2})
+	sub := startClient(t, []string{addr1, addr2}, plainV1)
 	sub.subscribe(t, 12)
 	a := startClient(t, []string{addr1, addr2})
 	r := mustRoute(t, "12#10.12.0.0/16#2001:db8::c")
@@ -92,6 +93,9 @@ func TestLoopPrevention(t *testing.T) {
 	waitFor(t, func() bool { return a.Stats().LoopsPrevented > 0 || len(a.inst.snapshot()) == 1 })
 }
 
+// plainV1 turns a client's protocol extensions off.
+func plainV1(c *metalbond.ClientConfig) { c.GracefulRestart = -1 }
+
 func TestGracePeriodKeepsRoutesAcrossServerRestart(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -99,10 +103,10 @@ func TestGracePeriodKeepsRoutesAcrossServerRestart(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	srv := serveOn(t, ln, metalbond.ServerConfig{})
-	withGrace := func(c *metalbond.ClientConfig) { c.GracePeriod = 3 * time.Second }
+	withGrace := func(c *metalbond.ClientConfig) { c.GracePeriod = 3 * time.Second; plainV1(c) }
 	sub := startClient(t, []string{addr}, withGrace)
 	sub.subscribe(t, 6)
-	a := startClient(t, []string{addr})
+	a := startClient(t, []string{addr}, plainV1)
 	kept := mustRoute(t, "6#10.6.0.0/16#2001:db8::1")
 	gone := mustRoute(t, "6#10.7.0.0/16#2001:db8::1")
 	a.announce(t, kept, gone)

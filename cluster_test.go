@@ -50,8 +50,8 @@ func TestRouteSinkAndExternalSource(t *testing.T) {
 	// Two local peers announce the same route: the sink hears of it once.
 	shared := mustRoute(t, "30#10.30.0.0/16#2001:db8::1")
 	onlyA := mustRoute(t, "30#10.31.0.0/16#2001:db8::1")
-	a := startClient(t, []string{addr})
-	b := startClient(t, []string{addr})
+	a := startClient(t, []string{addr}, plainV1)
+	b := startClient(t, []string{addr}, plainV1)
 	a.announce(t, shared, onlyA)
 	b.announce(t, shared)
 	waitFor(t, func() bool { got, _ := sink.snapshot(); return len(got) == 2 })

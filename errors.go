@@ -2,6 +2,7 @@ package metalbond
 
 import (
 	"errors"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/metalbond/metalbond/internal/session"
@@ -68,3 +69,9 @@ func isTemporaryAcceptError(err error) bool {
 		errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM) ||
 		errors.Is(err, syscall.ECONNABORTED)
 }
+
+// atomicCounter is a counter safe for concurrent use.
+type atomicCounter struct{ n atomic.Uint64 }
+
+func (c *atomicCounter) add() uint64  { return c.n.Add(1) }
+func (c *atomicCounter) load() uint64 { return c.n.Load() }

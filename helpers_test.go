@@ -6,6 +6,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -46,6 +47,8 @@ func serveOn(t testing.TB, ln net.Listener, cfg metalbond.ServerConfig) *metalbo
 	return srv
 }
 
+var clientSeq atomic.Int64
+
 var (
 	stopsMu sync.Mutex
 	stops   = map[*metalbond.Server]func(){}
@@ -77,6 +80,9 @@ func startClient(t testing.TB, servers []string, mod ...func(*metalbond.ClientCo
 		Installer: rec,
 		RetryMin:  20 * time.Millisecond,
 		RetryMax:  100 * time.Millisecond,
+		// Test clients share a host: give each its own name, as separate
+		// hypervisors have.
+		Name: fmt.Sprintf("%s-%d", t.Name(), clientSeq.Add(1)),
 	}
 	for _, f := range mod {
 		f(&cfg)

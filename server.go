@@ -37,6 +37,21 @@ type ServerConfig struct {
 	// Logger receives one line per session event, and per-route lines at
 	// debug level. Default discards.
 	Logger *slog.Logger
+	// GracefulRestart is the longest the server keeps the routes of a peer
+	// whose session ended, when the peer negotiated graceful restart: the
+	// peer asks for a time in its HELLO and gets at most this. When it
+	// comes back and has re-announced (END_OF_SYNC), routes it did not
+	// re-announce are withdrawn; subscribers see no flap. Default 60s;
+	// negative disables graceful restart.
+	GracefulRestart time.Duration
+	// SyncDelay holds back END_OF_SYNC markers for this long after the
+	// server starts, so that clients reconnecting after a server restart
+	// keep their stale routes until the other clients have re-announced
+	// theirs. Default 10s; negative means no delay.
+	SyncDelay time.Duration
+	// Limits bound what peers may make the server hold. Zero fields are
+	// unlimited.
+	Limits Limits
 	// Authorizer, if set, decides what each peer may announce and
 	// subscribe to. Without one every peer may do everything, as in v1.
 	Authorizer Authorizer
@@ -62,6 +77,15 @@ type Server struct {
 	nextID       atomic.Uint32
 	nextExternal atomic.Uint32
 	stats        serverCounters
+	started      time.Time
+	refusals     refusalLog
+
+	staleMu sync.Mutex              // guards stale
+	stale   map[string][]*stalePeer // by peer key (name and address), oldest first
+
+	connMu    sync.Mutex // guards conns and connsByIP
+	conns     int
+	connsByIP map[netip.Addr]int
 }
 
 // vniState is one VNI: its routes and its subscribers, under one lock so
@@ -96,16 +120,32 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.GracefulRestart == 0 {
+		cfg.GracefulRestart = DefaultGracefulRestart
+	}
+	if cfg.SyncDelay == 0 {
+		cfg.SyncDelay = 10 * time.Second
+	}
+	if err := cfg.Limits.validate(); err != nil {
+		return nil, err
+	}
 	return &Server{
-		cfg:   cfg,
-		log:   cfg.Logger,
-		vnis:  make(map[route.VNI]*vniState),
-		peers: make(map[*serverPeer]struct{}),
+		cfg:       cfg,
+		log:       cfg.Logger,
+		vnis:      make(map[route.VNI]*vniState),
+		peers:     make(map[*serverPeer]struct{}),
+		started:   time.Now(),
+		stale:     make(map[string][]*stalePeer),
+		connsByIP: make(map[netip.Addr]int),
 	}, nil
 }
 
 // DefaultKeepalive is the keepalive interval used when none is configured.
 const DefaultKeepalive = 5 * time.Second
+
+// DefaultGracefulRestart is how long routes of a vanished peer are kept by
+// default when both sides negotiated graceful restart.
+const DefaultGracefulRestart = 60 * time.Second
 
 // DefaultPort is the TCP port MetalBond listens on by default.
 const DefaultPort = 4711
@@ -154,9 +194,15 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		backoff = 5 * time.Millisecond
 		s.stats.accepted.Add(1)
+		release, err := s.admit(conn)
+		if err != nil {
+			conn.Close()
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer release()
 			s.servePeer(ctx, conn)
 		}()
 	}
@@ -178,6 +224,7 @@ type serverPeer struct {
 	// Owned by the session's reader goroutine.
 	frame     []byte
 	congested []*session.Session
+	routes    int // routes p holds, counted when Limits.MaxRoutesPerPeer is set
 }
 
 func (s *Server) servePeer(ctx context.Context, conn net.Conn) {
@@ -188,13 +235,20 @@ func (s *Server) servePeer(ctx context.Context, conn net.Conn) {
 		subs:      make(map[route.VNI]*vniState),
 		announced: make(map[route.VNI]*vniState),
 	}
+	features := wire.FeatureEndOfSync
+	if s.cfg.GracefulRestart > 0 {
+		features |= wire.FeatureGracefulRestart
+	}
 	p.sess = session.New(conn, session.Config{
-		Role:         session.RoleServer,
-		Keepalive:    s.cfg.Keepalive,
-		WriteTimeout: s.cfg.WriteTimeout,
-		MaxQueue:     s.cfg.MaxQueue,
-		HighWater:    s.cfg.HighWater,
-		Logger:       p.log,
+		Role:             session.RoleServer,
+		Keepalive:        s.cfg.Keepalive,
+		HandshakeTimeout: s.cfg.Limits.HandshakeTimeout,
+		WriteTimeout:     s.cfg.WriteTimeout,
+		MaxQueue:         s.cfg.MaxQueue,
+		HighWater:        s.cfg.HighWater,
+		Logger:           p.log,
+		Features:         features,
+		GracefulRestart:  s.cfg.GracefulRestart,
 	}, p)
 	if s.cfg.Authorizer != nil {
 		perms, err := s.authorize(ctx, conn)
@@ -214,7 +268,12 @@ func (s *Server) servePeer(ctx context.Context, conn net.Conn) {
 	p.log.Debug("session accepted")
 	err := p.sess.Run(ctx)
 	established := !p.sess.Info().EstablishedAt.IsZero()
-	p.withdrawAll()
+	if keep := p.gracefulRestartTime(); keep > 0 && ctx.Err() == nil {
+		p.dropSubscriptions()
+		s.keepStale(p, keep)
+	} else {
+		p.withdrawAll()
+	}
 
 	s.mu.Lock()
 	delete(s.peers, p)
@@ -272,11 +331,25 @@ func (p *serverPeer) Handle(_ *session.Session, m wire.Message) error {
 			p.log.Warn("subscription refused by policy", "vni", m.VNI)
 			return nil
 		}
+		if max := p.srv.cfg.Limits.MaxSubscriptionsPerPeer; max > 0 && p.subscriptions() >= max {
+			p.srv.refuse(p.log, limitSubscriptionsPerPeer, "vni", m.VNI)
+			return nil
+		}
 		p.subscribe(m.VNI)
 	case wire.Unsubscribe:
 		p.unsubscribe(m.VNI)
+	case wire.EndOfSync:
+		if m.Announcements {
+			p.srv.releaseStale(p)
+		}
 	}
 	return nil
+}
+
+func (p *serverPeer) subscriptions() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.subs)
 }
 
 // HandleUpdate implements session.Handler.
@@ -317,6 +390,8 @@ func (p *serverPeer) subscribe(vni route.VNI) {
 		return
 	}
 	st := p.srv.vni(vni)
+	eos := p.sess.Negotiated()&wire.FeatureEndOfSync != 0
+	delay := p.srv.cfg.SyncDelay - time.Since(p.srv.started)
 	st.mu.Lock()
 	st.subs = append(st.subs, p)
 	n := 0
@@ -330,9 +405,20 @@ func (p *serverPeer) subscribe(vni route.VNI) {
 			n++
 			return true
 		})
+		if eos && delay <= 0 {
+			b, _ = wire.AppendFrame(b, wire.EndOfSync{VNI: vni})
+		}
 		return b, n
 	})
 	st.mu.Unlock()
+	if eos && delay > 0 {
+		// Right after a restart the table is still filling up as peers
+		// come back: promise completeness only once they have had time.
+		time.AfterFunc(delay, func() {
+			frame, _ := wire.AppendFrame(nil, wire.EndOfSync{VNI: vni})
+			p.sess.Send(frame, 0)
+		})
+	}
 	p.mu.Lock()
 	p.subs[vni] = st
 	p.mu.Unlock()
@@ -372,7 +458,15 @@ func (p *serverPeer) update(a wire.Action, r route.Route) {
 		p.mu.Unlock()
 	}
 	sink := p.srv.cfg.Sink
+	lim := &p.srv.cfg.Limits
 	st.mu.Lock()
+	if lim.MaxRoutesPerPeer > 0 || lim.MaxRoutesPerVNI > 0 {
+		if kind, ok := p.checkRouteLimits(st, a, r); !ok {
+			st.mu.Unlock()
+			p.srv.refuse(p.log, kind, "vni", r.VNI, "prefix", r.Prefix)
+			return
+		}
+	}
 	var changed, local bool
 	if a == wire.ActionAdd {
 		// The route becomes local when p is the first of our peers to hold it.
@@ -432,39 +526,56 @@ func applyBackPressure(congested []*session.Session) []*session.Session {
 // withdrawAll removes every route of p and its subscriptions after its
 // session ended.
 func (p *serverPeer) withdrawAll() {
+	p.dropSubscriptions()
 	p.mu.Lock()
-	subs, announced := p.subs, p.announced
-	p.subs, p.announced = map[route.VNI]*vniState{}, map[route.VNI]*vniState{}
+	announced := p.announced
+	p.announced = map[route.VNI]*vniState{}
+	p.mu.Unlock()
+	p.srv.withdrawSource(p.id, announced, p, p.log)
+}
+
+// dropSubscriptions removes p from the subscribers of every VNI.
+func (p *serverPeer) dropSubscriptions() {
+	p.mu.Lock()
+	subs := p.subs
+	p.subs = map[route.VNI]*vniState{}
 	p.mu.Unlock()
 	for _, st := range subs {
 		st.mu.Lock()
 		st.removeSub(p)
 		st.mu.Unlock()
 	}
-	for vni, st := range announced {
+}
+
+// withdrawSource removes every route that source id holds in the given
+// VNIs, telling subscribers (except `except`) about routes that vanish.
+func (s *Server) withdrawSource(id routetable.SourceID, vnis map[route.VNI]*vniState, except *serverPeer, log *slog.Logger) {
+	var frame []byte
+	var congested []*session.Session
+	for vni, st := range vnis {
 		n := 0
 		st.mu.Lock()
 		var held []route.Route
-		if p.srv.cfg.Sink != nil {
-			st.routes.RangeSource(p.id, func(pfx netip.Prefix, nh route.NextHop) bool {
+		if s.cfg.Sink != nil {
+			st.routes.RangeSource(id, func(pfx netip.Prefix, nh route.NextHop) bool {
 				held = append(held, route.Route{VNI: vni, Prefix: pfx, NextHop: nh})
 				return true
 			})
 		}
-		st.routes.RemoveSource(p.id, func(pfx netip.Prefix, nh route.NextHop) {
-			p.frame = wire.AppendUpdate(p.frame[:0], wire.ActionRemove, route.Route{VNI: vni, Prefix: pfx, NextHop: nh})
-			p.congested = p.srv.fanout(st, p.frame, p, p.congested)
+		st.routes.RemoveSource(id, func(pfx netip.Prefix, nh route.NextHop) {
+			frame = wire.AppendUpdate(frame[:0], wire.ActionRemove, route.Route{VNI: vni, Prefix: pfx, NextHop: nh})
+			congested = s.fanout(st, frame, except, congested)
 			n++
 		})
 		for _, r := range held {
 			if !st.hasLocalHolder(r.Prefix, r.NextHop) {
-				p.srv.cfg.Sink.LocalRoute(r, false)
+				s.cfg.Sink.LocalRoute(r, false)
 			}
 		}
 		st.mu.Unlock()
 		if n > 0 {
-			p.log.Info("withdrew routes of closed session", "vni", vni, "routes", n)
+			log.Info("withdrew routes", "vni", vni, "routes", n)
 		}
-		p.congested = applyBackPressure(p.congested)
+		congested = applyBackPressure(congested)
 	}
 }

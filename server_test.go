@@ -92,7 +92,7 @@ func TestClientDeathWithdrawsItsRoutes(t *testing.T) {
 	_, addr := startServer(t, metalbond.ServerConfig{})
 	sub := startClient(t, []string{addr})
 	sub.subscribe(t, 5)
-	a := startClient(t, []string{addr})
+	a := startClient(t, []string{addr}, plainV1)
 	rs := manyRoutes(5, 100, "2001:db8::a")
 	a.announce(t, rs...)
 	sub.inst.waitRoutes(t, rs)

@@ -59,7 +59,7 @@ func fillSessionInfo(pi *PeerInfo, in session.Info) {
 	}
 }
 
-var messageTypeNames = [...]string{"", "HELLO", "KEEPALIVE", "SUBSCRIBE", "UNSUBSCRIBE", "UPDATE"}
+var messageTypeNames = [...]string{"", "HELLO", "KEEPALIVE", "SUBSCRIBE", "UNSUBSCRIBE", "UPDATE", "END_OF_SYNC"}
 
 // VNIInfo summarises one VNI of a route table.
 type VNIInfo struct {
@@ -97,6 +97,13 @@ type ServerStats struct {
 	// TLS handshake failed); AuthRefusedMessages counts SUBSCRIBE and
 	// UPDATE messages refused by a peer's Permissions.
 	AuthRefusedSessions, AuthRefusedMessages uint64
+	// Refused counts connections and messages refused by Limits, by limit:
+	// connections, connections_per_ip, routes_per_peer, routes_per_vni,
+	// subscriptions_per_peer.
+	Refused map[string]uint64
+	// StaleRoutes is the number of routes currently kept for peers in
+	// graceful restart.
+	StaleRoutes int
 }
 
 // Stats returns the server's counters.
@@ -115,6 +122,11 @@ func (s *Server) Stats() ServerStats {
 	for k := range numProtocolErrorKinds {
 		st.ProtocolErrors[k.String()] = s.stats.protocolErrors[k].Load()
 	}
+	st.Refused = make(map[string]uint64, numLimitKinds)
+	for k := range numLimitKinds {
+		st.Refused[k.String()] = s.refusals.counts[k].load()
+	}
+	st.StaleRoutes = s.StaleRoutes()
 	return st
 }
 

@@ -157,7 +157,7 @@ func TestTranscriptAgainstClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	c := startClient(t, []string{ln.Addr().String()}, func(cfg *metalbond.ClientConfig) {
+	c := startClient(t, []string{ln.Addr().String()}, plainV1, func(cfg *metalbond.ClientConfig) {
 		cfg.Keepalive = 3 * time.Second
 	})
 	c.subscribe(t, 23)

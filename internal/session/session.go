@@ -125,7 +125,7 @@ type Session struct {
 
 	updatesIn  atomic.Uint64
 	updatesOut atomic.Uint64
-	msgsIn     [6]atomic.Uint64 // by wire.Type
+	msgsIn     [7]atomic.Uint64 // by wire.Type
 }
 
 // New prepares a session over conn. Nothing happens until Run.
@@ -270,7 +270,7 @@ type Info struct {
 	EstablishedAt   time.Time     // zero unless established
 	UpdatesReceived uint64
 	UpdatesSent     uint64
-	Messages        [6]uint64 // received, by wire.Type
+	Messages        [7]uint64 // received, by wire.Type
 	QueueBytes      int
 }
 
@@ -377,7 +377,12 @@ func (s *Session) readLoop() error {
 				hello := m.(wire.Hello)
 				ka := min(time.Duration(hello.Keepalive)*time.Second, s.cfg.Keepalive.Truncate(time.Second))
 				s.agree(ka)
-				s.sendPrio(s.hello(ka, true))
+				reply := s.hello(ka, true)
+				if hello.Features == 0 {
+					// A plain v1 peer gets a plain v1 answer, byte for byte.
+					reply = wire.Hello{Keepalive: reply.Keepalive, IsServer: true}
+				}
+				s.sendPrio(reply)
 			case actSendKeepalive:
 				if hello, ok := m.(wire.Hello); ok { // client: the server's answer
 					s.agree(min(time.Duration(hello.Keepalive)*time.Second, s.cfg.Keepalive))

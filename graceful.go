@@ -1,0 +1,129 @@
+package metalbond
+
+import (
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/metalbond/metalbond/internal/routetable"
+	"github.com/metalbond/metalbond/internal/wire"
+	"github.com/metalbond/metalbond/route"
+)
+
+// stalePeer holds the routes of a peer whose session ended while graceful
+// restart was negotiated, until the peer is back and has re-announced, or
+// until its time is up.
+type stalePeer struct {
+	id        routetable.SourceID
+	announced map[route.VNI]*vniState
+	timer     *time.Timer
+	log       *slog.Logger
+}
+
+// peerKey identifies a peer across reconnects: the name it gives in HELLO
+// and its address (without the port, which changes).
+func peerKey(name string, addr net.Addr) string {
+	host := addr.String()
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	return name + "|" + host
+}
+
+// gracefulRestartTime returns how long to keep p's routes now that its
+// session ended, or 0 to withdraw them at once: graceful restart must have
+// been negotiated and the peer must have named itself.
+func (p *serverPeer) gracefulRestartTime() time.Duration {
+	if p.srv.cfg.GracefulRestart <= 0 || p.sess.Negotiated()&wire.FeatureGracefulRestart == 0 {
+		return 0
+	}
+	h, _ := p.sess.PeerHello()
+	if h.Name == "" || h.GracefulRestart == 0 {
+		return 0
+	}
+	return min(time.Duration(h.GracefulRestart)*time.Second, p.srv.cfg.GracefulRestart)
+}
+
+// keepStale keeps the routes of p, whose session ended, for keep.
+func (s *Server) keepStale(p *serverPeer, keep time.Duration) {
+	p.mu.Lock()
+	announced := p.announced
+	p.announced = map[route.VNI]*vniState{}
+	p.mu.Unlock()
+	h, _ := p.sess.PeerHello()
+	key := peerKey(h.Name, p.sess.RemoteAddr())
+	sp := &stalePeer{id: p.id, announced: announced, log: p.log}
+	s.staleMu.Lock()
+	s.stale[key] = append(s.stale[key], sp)
+	sp.timer = time.AfterFunc(keep, func() {
+		if s.takeStale(key, sp) {
+			sp.log.Info("graceful restart time expired: withdrawing routes", "after", keep)
+			s.withdrawSource(sp.id, sp.announced, nil, sp.log)
+		}
+	})
+	s.staleMu.Unlock()
+	p.log.Info("keeping routes for graceful restart", "for", keep, "name", h.Name)
+}
+
+// takeStale removes sp from the stale peers of key and reports whether it
+// was still there (so that exactly one of the timer and the returning peer
+// withdraws its routes).
+func (s *Server) takeStale(key string, sp *stalePeer) bool {
+	s.staleMu.Lock()
+	defer s.staleMu.Unlock()
+	list := s.stale[key]
+	for i, x := range list {
+		if x == sp {
+			list = append(list[:i], list[i+1:]...)
+			if len(list) == 0 {
+				delete(s.stale, key)
+			} else {
+				s.stale[key] = list
+			}
+			return true
+		}
+	}
+	return false
+}
+
+// releaseStale is called when p has re-announced all its routes (it sent
+// END_OF_SYNC): routes its earlier sessions held and p did not re-announce
+// are withdrawn now.
+func (s *Server) releaseStale(p *serverPeer) {
+	h, _ := p.sess.PeerHello()
+	if h.Name == "" {
+		return
+	}
+	key := peerKey(h.Name, p.sess.RemoteAddr())
+	s.staleMu.Lock()
+	list := s.stale[key]
+	delete(s.stale, key)
+	s.staleMu.Unlock()
+	for _, sp := range list {
+		sp.timer.Stop()
+		s.withdrawSource(sp.id, sp.announced, p, p.log)
+	}
+	if len(list) > 0 {
+		p.log.Info("graceful restart complete: stale routes released", "sessions", len(list))
+	}
+}
+
+// StaleRoutes returns the number of routes kept for peers whose sessions
+// ended while graceful restart was negotiated.
+func (s *Server) StaleRoutes() int {
+	s.staleMu.Lock()
+	var all []*stalePeer
+	for _, list := range s.stale {
+		all = append(all, list...)
+	}
+	s.staleMu.Unlock()
+	n := 0
+	for _, sp := range all {
+		for _, st := range sp.announced {
+			st.mu.Lock()
+			n += st.routes.SourceLen(sp.id)
+			st.mu.Unlock()
+		}
+	}
+	return n
+}

@@ -1,0 +1,92 @@
+package metalbond_test
+
+import (
+	"net"
+	"testing"
+	"time"
+
+	"github.com/metalbond/metalbond"
+	"github.com/metalbond/metalbond/route"
+)
+
+func TestGracefulRestartOfServer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	cfg := metalbond.ServerConfig{SyncDelay: 300 * time.Millisecond}
+	srv := serveOn(t, ln, cfg)
+	sub := startClient(t, []string{addr})
+	sub.subscribe(t, 40)
+	a := startClient(t, []string{addr})
+	kept := mustRoute(t, "40#10.40.0.0/16#2001:db8::1")
+	gone := mustRoute(t, "40#10.41.0.0/16#2001:db8::1")
+	a.announce(t, kept, gone)
+	sub.inst.waitRoutes(t, []route.Route{kept, gone})
+
+	// The server goes away and comes back empty; meanwhile one route is
+	// withdrawn. The subscriber keeps both routes through the outage, and
+	// drops the withdrawn one as soon as the new server's table is complete
+	// (END_OF_SYNC) — long before the 60 s graceful restart time.
+	stopServer(srv)
+	a.withdraw(t, gone)
+	start := time.Now()
+	ln, err = net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveOn(t, ln, cfg)
+	sub.inst.waitRoutes(t, []route.Route{kept})
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("stale route removed after %v, want at the resync", d)
+	}
+	adds, removes, problems := sub.inst.counts()
+	if adds != 2 || removes != 1 || len(problems) > 0 {
+		t.Fatalf("installer saw %d adds, %d removes (%v), want 2 and 1: no flap", adds, removes, problems)
+	}
+}
+
+func TestGracefulRestartOfClient(t *testing.T) {
+	srv, addr := startServer(t, metalbond.ServerConfig{})
+	sub := startClient(t, []string{addr})
+	sub.subscribe(t, 41)
+	named := func(c *metalbond.ClientConfig) { c.Name = "hv-restarting" }
+	a := startClient(t, []string{addr}, named)
+	kept := mustRoute(t, "41#10.40.0.0/16#2001:db8::1")
+	gone := mustRoute(t, "41#10.41.0.0/16#2001:db8::1")
+	a.announce(t, kept, gone)
+	sub.inst.waitRoutes(t, []route.Route{kept, gone})
+
+	// The client restarts and announces only one of its routes: the
+	// server kept its routes meanwhile, and withdraws the other once the
+	// client says it has re-announced everything.
+	a.stop()
+	waitFor(t, func() bool { return srv.Stats().StaleRoutes == 2 })
+	a2 := startClient(t, []string{addr}, named)
+	a2.announce(t, kept)
+	sub.inst.waitRoutes(t, []route.Route{kept})
+	waitFor(t, func() bool { return srv.Stats().StaleRoutes == 0 })
+	adds, removes, problems := sub.inst.counts()
+	if adds != 2 || removes != 1 || len(problems) > 0 {
+		t.Fatalf("installer saw %d adds, %d removes (%v), want 2 and 1: no flap", adds, removes, problems)
+	}
+}
+
+func TestGracefulRestartTimeExpires(t *testing.T) {
+	srv, addr := startServer(t, metalbond.ServerConfig{GracefulRestart: time.Second})
+	sub := startClient(t, []string{addr})
+	sub.subscribe(t, 42)
+	a := startClient(t, []string{addr})
+	r := mustRoute(t, "42#10.42.0.0/16#2001:db8::1")
+	a.announce(t, r)
+	sub.inst.waitRoutes(t, []route.Route{r})
+	a.stop()
+	waitFor(t, func() bool { return srv.Stats().StaleRoutes == 1 })
+	// The client does not come back: its routes go after the server's
+	// graceful restart time (1 s here, shorter than the client's 60 s ask).
+	sub.inst.waitRoutes(t, nil)
+	if srv.Stats().StaleRoutes != 0 {
+		t.Fatal("stale routes left after expiry")
+	}
+}
