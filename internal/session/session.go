@@ -312,7 +312,7 @@ func (s *Session) readLoop() error {
 		st = StateHelloSent
 	}
 	s.state.Store(uint32(st))
-	r := wire.NewReader(s.conn)
+	r := wire.NewReaderSize(s.conn, s.cfg.ReadBufferSize)
 	var u wire.Update
 	hold := s.cfg.HandshakeTimeout
 	deadline := time.Now().Add(hold)

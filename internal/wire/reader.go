@@ -25,6 +25,14 @@ func NewReader(r io.Reader) *Reader {
 	return &Reader{br: bufio.NewReaderSize(r, readBufferSize)}
 }
 
+// NewReaderSize returns a Reader with a buffer of size bytes, at least
+// HeaderLen+MaxBodyLen so that any frame fits. A server with many mostly
+// idle peers uses small buffers; a peer that streams many updates gets
+// more of them per read from a larger one.
+func NewReaderSize(r io.Reader, size int) *Reader {
+	return &Reader{br: bufio.NewReaderSize(r, max(size, HeaderLen+MaxBodyLen))}
+}
+
 // ReadFrame reads the next frame and returns its type and body. The body
 // aliases the Reader's buffer and is valid only until the next call of any
 // Reader method; callers that keep it must copy it.
