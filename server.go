@@ -55,6 +55,11 @@ type ServerConfig struct {
 	// Authorizer, if set, decides what each peer may announce and
 	// subscribe to. Without one every peer may do everything, as in v1.
 	Authorizer Authorizer
+	// ObserveFanout, if set, is called with the time from receiving an
+	// update to having written it to the last of its subscribers, for a
+	// sample of updates (about one in 64). It is called from the writers'
+	// goroutines and must be fast.
+	ObserveFanout func(time.Duration)
 	// Sink, if set, is told about the routes this server's own peers
 	// announce (not those of ExternalSources), to replicate them to other
 	// servers of a cluster.
@@ -76,6 +81,7 @@ type Server struct {
 
 	nextID       atomic.Uint32
 	nextExternal atomic.Uint32
+	fanoutSeq    atomic.Uint64
 	stats        serverCounters
 	started      time.Time
 	refusals     refusalLog
@@ -506,8 +512,19 @@ func (s *Server) fanout(st *vniState, frame []byte, except *serverPeer, congeste
 		n++
 	}
 	s.stats.updatesSent.Add(uint64(n))
+	if obs := s.cfg.ObserveFanout; obs != nil && n > 0 && s.fanoutSeq.Add(1)%fanoutSample == 0 {
+		t := session.NewTracker(n, obs)
+		for _, sub := range st.subs {
+			if sub != except && !sub.sess.Track(t) {
+				t.Done() // a closed session does not hold the measurement up
+			}
+		}
+	}
 	return congested
 }
+
+// fanoutSample is the sampling period of ServerConfig.ObserveFanout.
+const fanoutSample = 64
 
 // applyBackPressure waits for subscribers whose queues passed the high-water
 // mark to drain, which slows the producer (an announcing peer, through TCP

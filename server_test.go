@@ -3,6 +3,7 @@ package metalbond_test
 import (
 	"context"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -198,5 +199,32 @@ func waitFor(t testing.TB, cond func() bool) {
 			t.Fatal("condition not reached within 10s")
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestObserveFanout(t *testing.T) {
+	var mu sync.Mutex
+	var seen []time.Duration
+	_, addr := startServer(t, metalbond.ServerConfig{ObserveFanout: func(d time.Duration) {
+		mu.Lock()
+		seen = append(seen, d)
+		mu.Unlock()
+	}})
+	subs := []*testClient{startClient(t, []string{addr}), startClient(t, []string{addr})}
+	for _, s := range subs {
+		s.subscribe(t, 60)
+		s.mustReady(t)
+	}
+	a := startClient(t, []string{addr})
+	rs := manyRoutes(60, 640, "2001:db8::1")
+	a.announce(t, rs...)
+	for _, s := range subs {
+		s.inst.waitRoutes(t, rs)
+	}
+	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(seen) == 10 })
+	for _, d := range seen {
+		if d <= 0 || d > 10*time.Second {
+			t.Fatalf("implausible fan-out time %v", d)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package session
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -28,6 +29,9 @@ type queue struct {
 	// inflight counts bytes taken by the writer and not yet written.
 	inflight int
 	closed   bool
+	// marks are trackers of frames in buf; taken marks are those of the
+	// buffer being written.
+	marks, takenMarks []*Tracker
 	// drained, when non-nil, is closed when pending bytes fall to lowWater
 	// or the queue closes; producers applying back-pressure wait on it.
 	drained chan struct{}
@@ -60,12 +64,25 @@ func (q *queue) push(fn func([]byte) []byte, prio bool) (pending int, ok bool) {
 	return pending, true
 }
 
+// mark attaches t to the frames queued so far: t.Done is called once
+// they have been written.
+func (q *queue) mark(t *Tracker) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return false
+	}
+	q.marks = append(q.marks, t)
+	return true
+}
+
 // take hands the writer everything queued, priority frames first. The
 // returned slices stay valid until the next call to take.
 func (q *queue) take() (prio, buf []byte) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	prio, buf = q.prio, q.buf
+	q.takenMarks, q.marks = q.marks, q.takenMarks[:0]
 	q.prio = nil
 	q.buf = q.spare[:0]
 	q.spare = nil
@@ -88,6 +105,11 @@ func (q *queue) takePrio() []byte {
 func (q *queue) done(buf []byte, lowWater int) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	for i, t := range q.takenMarks {
+		t.Done()
+		q.takenMarks[i] = nil
+	}
+	q.takenMarks = q.takenMarks[:0]
 	q.inflight = 0
 	// Keep moderately sized buffers for reuse; let big ones go so an idle
 	// peer does not pin the memory of its largest burst.
@@ -113,6 +135,7 @@ func (q *queue) close() {
 	defer q.mu.Unlock()
 	q.closed = true
 	q.buf, q.prio, q.spare = nil, nil, nil
+	q.marks, q.takenMarks = nil, nil
 	if q.drained != nil {
 		close(q.drained)
 		q.drained = nil
@@ -145,5 +168,31 @@ func (q *queue) waitBelow(ctx context.Context, lowWater int, max time.Duration) 
 		case <-timer.C:
 			return false
 		}
+	}
+}
+
+// Tracker measures how long a message takes to reach several peers: Done
+// is called once per peer after the message was written to it, and the
+// last call reports the time since NewTracker. A Tracker is safe for
+// concurrent use.
+type Tracker struct {
+	start     time.Time
+	remaining atomic.Int32
+	observe   func(time.Duration)
+}
+
+// NewTracker returns a Tracker expecting n calls of Done; observe is called
+// with the elapsed time at the last one.
+func NewTracker(n int, observe func(time.Duration)) *Tracker {
+	t := &Tracker{start: time.Now(), observe: observe}
+	t.remaining.Store(int32(n))
+	return t
+}
+
+// Done records one peer. Peers whose session closes never call it, so an
+// observation is only made when every peer got the message.
+func (t *Tracker) Done() {
+	if t.remaining.Add(-1) == 0 {
+		t.observe(time.Since(t.start))
 	}
 }

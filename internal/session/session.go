@@ -126,6 +126,8 @@ type Session struct {
 	updatesIn  atomic.Uint64
 	updatesOut atomic.Uint64
 	msgsIn     [7]atomic.Uint64 // by wire.Type
+
+	pacing pacing // writes to plain v1 peers (pacing.go)
 }
 
 // New prepares a session over conn. Nothing happens until Run.
@@ -202,6 +204,10 @@ func (s *Session) SendFunc(fn func(b []byte) ([]byte, int)) (congested bool) {
 	return pending > s.cfg.HighWater
 }
 
+// Track calls t.Done once everything queued so far has been written. It
+// reports false, without calling Done, on a closed session.
+func (s *Session) Track(t *Tracker) bool { return s.q.mark(t) }
+
 // stuckAfter is how long a session may go without write progress before
 // producers stop waiting for it: a slow peer slows its producers down, a
 // stuck one does not (it is closed after Config.WriteTimeout instead).
@@ -272,6 +278,11 @@ type Info struct {
 	UpdatesSent     uint64
 	Messages        [7]uint64 // received, by wire.Type
 	QueueBytes      int
+
+	// Pacing of writes to a plain v1 peer (pacing.go, docs/pacing.md).
+	Paced        bool          // the peer is plain v1 and writes to it are paced
+	PacedTime    time.Duration // time the writer spent waiting for the peer to read, in total
+	BacklogBytes int           // estimate of the bytes sent that the peer has not read yet
 }
 
 // Info returns a snapshot of the session's state and counters.
@@ -292,6 +303,7 @@ func (s *Session) Info() Info {
 	for i := range in.Messages {
 		in.Messages[i] = s.msgsIn[i].Load()
 	}
+	s.fillPacing(&in)
 	return in
 }
 
