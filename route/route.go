@@ -118,7 +118,8 @@ func (n NextHop) Validate() error {
 }
 
 // String formats n in command-line syntax: ADDRESS[#TYPE[#FROM#TO]].
-// The type is omitted for standard nexthops with no target VNI.
+// The type is omitted for standard nexthops. The command-line syntax has no
+// place for TargetVNI, so String does not show it.
 func (n NextHop) String() string {
 	s := n.Address.String()
 	switch n.Type {
@@ -184,7 +185,8 @@ func (r Route) Validate() error {
 	return r.NextHop.Validate()
 }
 
-// String formats r in the command-line syntax accepted by Parse.
+// String formats r in the command-line syntax accepted by Parse (which
+// cannot express NextHop.TargetVNI: it is lost in the round trip).
 func (r Route) String() string {
 	return r.VNI.String() + "#" + r.Prefix.String() + "#" + r.NextHop.String()
 }
