@@ -78,6 +78,9 @@ type Client struct {
 	recv      *routetable.Table // received routes; sources are session IDs
 	installQ  []installOp
 	running   bool
+	// everSynced is set once a server has sent the full table of every
+	// subscribed VNI (SyncNotifier).
+	everSynced bool
 
 	installWake chan struct{} // capacity 1
 	ready       chan struct{} // closed when a session is first established
@@ -92,8 +95,9 @@ type vniPrefix struct {
 }
 
 type installOp struct {
-	add bool
-	r   route.Route
+	add    bool
+	synced bool // call SyncNotifier.Synced instead of changing a route
+	r      route.Route
 }
 
 type clientCounters struct {
@@ -114,6 +118,9 @@ type clientConn struct {
 	// stale are earlier sessions whose routes are kept until the current
 	// session has re-synced or their time is up; guarded by Client.mu.
 	stale []*staleSession
+	// syncedVNIs are the VNIs the current session has received in full
+	// (END_OF_SYNC); guarded by Client.mu.
+	syncedVNIs map[route.VNI]bool
 }
 
 // staleSession is an ended session whose routes the client keeps.
@@ -366,12 +373,24 @@ func (c *Client) synced(cc *clientConn, vni route.VNI) {
 		ss.timer.Stop()
 		cc.removeStale(ss)
 	}
+	if !c.everSynced {
+		cc.syncedVNIs[vni] = true
+		all := true
+		for v := range c.subs {
+			all = all && cc.syncedVNIs[v]
+		}
+		if all {
+			c.everSynced = true
+			c.installQ = append(c.installQ, installOp{synced: true})
+			n++ // wake the installer
+		}
+	}
 	c.mu.Unlock()
 	for _, ss := range done {
 		c.dropSource(ss.id)
 	}
 	if n > 0 {
-		c.log.Info("withdrew routes the server no longer has after resync", "peer", cc.addr, "vni", vni, "routes", n)
+		c.log.Info("resynced", "peer", cc.addr, "vni", vni, "stale_routes_withdrawn", n)
 		c.wakeInstaller()
 	}
 }
@@ -412,6 +431,12 @@ func (c *Client) installLoop(ctx context.Context) {
 		c.mu.Unlock()
 		for _, op := range ops {
 			var err error
+			if op.synced {
+				if n, ok := c.cfg.Installer.(SyncNotifier); ok {
+					n.Synced()
+				}
+				continue
+			}
 			if op.add {
 				err = c.cfg.Installer.AddRoute(op.r)
 				c.stats.installed.Add(1)
@@ -440,6 +465,7 @@ func (h *clientHandler) Established(s *session.Session) {
 	c := h.c
 	c.mu.Lock()
 	h.cc.established = true
+	h.cc.syncedVNIs = make(map[route.VNI]bool)
 	subs, routes := len(c.subs), len(c.announced)
 	s.SendFunc(func(b []byte) ([]byte, int) {
 		for vni := range c.subs {

@@ -90,3 +90,39 @@ func TestGracefulRestartTimeExpires(t *testing.T) {
 		t.Fatal("stale routes left after expiry")
 	}
 }
+
+// syncRecorder is a recorder that also notes when it was told the client is
+// synced, and how many routes it had then.
+type syncRecorder struct {
+	*recorder
+	syncedWith chan int
+}
+
+func (s syncRecorder) Synced() { s.syncedWith <- len(s.snapshot()) }
+
+func TestSyncNotifier(t *testing.T) {
+	srv, addr := startServer(t, metalbond.ServerConfig{SyncDelay: -1})
+	a := startClient(t, []string{addr})
+	rs := manyRoutes(43, 500, "2001:db8::1")
+	a.announce(t, rs...)
+	a.announce(t, manyRoutes(44, 20, "2001:db8::1")...)
+	waitFor(t, func() bool { return len(srv.Routes(43))+len(srv.Routes(44)) == 520 })
+
+	sr := syncRecorder{recorder: newRecorder(), syncedWith: make(chan int, 2)}
+	sub := startClient(t, []string{addr}, func(c *metalbond.ClientConfig) { c.Installer = sr })
+	sub.subscribe(t, 43)
+	sub.subscribe(t, 44)
+	select {
+	case n := <-sr.syncedWith:
+		if n != 520 {
+			t.Fatalf("Synced called with %d routes installed, want all 520", n)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Synced not called")
+	}
+	select {
+	case <-sr.syncedWith:
+		t.Fatal("Synced called twice")
+	case <-time.After(100 * time.Millisecond):
+	}
+}

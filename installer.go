@@ -26,3 +26,14 @@ func (NopInstaller) AddRoute(route.Route) error { return nil }
 
 // RemoveRoute does nothing.
 func (NopInstaller) RemoveRoute(route.Route) error { return nil }
+
+// SyncNotifier is an optional interface of an Installer. The Client calls
+// Synced once, after the AddRoute calls of the routes it has learned, when a
+// server has sent it the complete table of every subscribed VNI for the
+// first time (END_OF_SYNC, a protocol extension). An installer that kept
+// what it found installed from before a restart may then remove what was
+// not confirmed. With plain v1 servers it is never called: such an
+// installer needs a timeout of its own.
+type SyncNotifier interface {
+	Synced()
+}
