@@ -67,7 +67,16 @@ Repeatable flags may be given several times or hold a comma-separated list.
 
 The tunnel device is created once by the operator:
   ip link add overlay-tun type ip6tnl mode any external
-  ip link set up dev overlay-tun`,
+  ip link set up dev overlay-tun
+
+Every flag can also be set in a YAML file given with --config, whose keys
+are the long flag names (flags on the command line win):
+  server: ["[2001:db8::10]:4711", "[2001:db8::11]:4711"]
+  subscribe: [23]
+  announce: ["23#10.0.23.0/24#2001:db8::1"]
+  install-routes: ["23#100"]
+  tun: overlay-tun
+  http: "[::1]:4712"`,
 		Example: `  metalbond client --server [::1]:4711 --subscribe 23 \
       --announce 23#10.0.23.0/24#2001:db8::1 --install-routes 23#100 --tun overlay-tun
   metalbond client --server [2001:db8::10]:4711 --server [2001:db8::11]:4711 \

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -239,6 +240,19 @@ func TestEndToEnd(t *testing.T) {
 	})
 	// Client B logged A's route at debug level, as JSON.
 	b.waitLog(`"msg":"update".*"prefix":"10.0.1.0/24"`, 10*time.Second)
+
+	// The status page and the metrics of the server.
+	for path, want := range map[string]string{"/": "10.0.2.0/24", "/metrics": `metalbond_routes{vni="23"} 2`} {
+		resp, err := http.Get(srvHTTP + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), want) {
+			t.Errorf("GET %s: %s, body lacks %q", path, resp.Status, want)
+		}
+	}
 
 	// Readiness of both daemons.
 	for _, u := range []string{srvHTTP + "/readyz", aHTTP + "/readyz"} {

@@ -41,7 +41,15 @@ func newServerCommand(r runners) *cobra.Command {
 		Short: "Run a route server",
 		Long: `Run a MetalBond route server. It accepts clients on --listen, remembers the
 routes each announces and reflects them to every client subscribed to the
-VNI. It runs until SIGINT or SIGTERM, then closes every session and exits 0.`,
+VNI. It runs until SIGINT or SIGTERM, then closes every session and exits 0.
+
+With --http it serves a status page at /, the route table at /routes.json
+and /routes.yaml, a JSON API under /api/v1/, Prometheus metrics at /metrics,
+and /healthz and /readyz (see docs/http-api.md). Every flag can also be set
+in a YAML file given with --config, whose keys are the long flag names:
+  listen: "[::]:4711"
+  http: "[::1]:4712"
+  keepalive: 5`,
 		Example: `  metalbond server --listen [::]:4711 --http [::1]:4712
   metalbond server --config /etc/metalbond/server.yaml`,
 		Args: cobra.NoArgs,

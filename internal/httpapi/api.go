@@ -268,11 +268,23 @@ func (h *handler) routePage(q routeQuery) RoutesJSON {
 	} else {
 		vnis = []route.VNI{q.vni}
 	}
-	var names map[uint32]string
+	var (
+		names   map[uint32]string
+		scratch []byte
+		ok      bool
+		all     = q.filter.empty()
+	)
 	for _, vni := range vnis {
-		for _, ri := range h.src.Routes(vni) {
-			if !q.filter.match(ri.Route) {
-				continue
+		routes := h.src.Routes(vni)
+		if all && out.Total+len(routes) <= q.offset {
+			out.Total += len(routes) // a whole VNI before the page
+			continue
+		}
+		for _, ri := range routes {
+			if !all {
+				if ok, scratch = q.filter.match(ri.Route, scratch); !ok {
+					continue
+				}
 			}
 			if n := out.Total; n >= q.offset && n < q.offset+q.limit {
 				if names == nil {
@@ -298,6 +310,8 @@ func routeJSON(ri metalbond.RouteInfo, names map[uint32]string) RouteJSON {
 	return j
 }
 
+func routeInfo(r route.Route) metalbond.RouteInfo { return metalbond.RouteInfo{Route: r} }
+
 func (h *handler) routes(w http.ResponseWriter, r *http.Request) {
 	q, err := parseRouteQuery(r)
 	if err != nil {
@@ -311,7 +325,7 @@ func (h *handler) announcements(w http.ResponseWriter, _ *http.Request) {
 	out := AnnouncementsJSON{Routes: []RouteJSON{}}
 	if c := h.opts.Client; c != nil {
 		for _, r := range c.Announcements() {
-			out.Routes = append(out.Routes, routeJSON(metalbond.RouteInfo{Route: r}, nil))
+			out.Routes = append(out.Routes, routeJSON(routeInfo(r), nil))
 		}
 	}
 	h.writeJSON(w, out)

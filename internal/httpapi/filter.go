@@ -1,7 +1,9 @@
 package httpapi
 
 import (
+	"bytes"
 	"net/netip"
+	"strconv"
 	"strings"
 
 	"github.com/metalbond/metalbond/route"
@@ -51,35 +53,61 @@ func newFilter(prefix, nexthop, q string) filter {
 // empty reports whether the filter matches everything.
 func (f filter) empty() bool { return !f.prefix.set && !f.nexthop.set && !f.any.set }
 
-func (f filter) match(r route.Route) bool {
-	if f.prefix.set && !f.prefix.matchPrefix(r.Prefix) {
-		return false
+// match reports whether r passes every term. scratch is a buffer for text
+// matching that the caller reuses across calls (a filter is used by one
+// goroutine at a time); match returns it, possibly grown.
+func (f filter) match(r route.Route, scratch []byte) (bool, []byte) {
+	var ok bool
+	if f.prefix.set {
+		if ok, scratch = f.prefix.matchPrefix(r.Prefix, scratch); !ok {
+			return false, scratch
+		}
 	}
-	if f.nexthop.set && !f.nexthop.matchNextHop(r.NextHop) {
-		return false
+	if f.nexthop.set {
+		if ok, scratch = f.nexthop.matchNextHop(r.NextHop, scratch); !ok {
+			return false, scratch
+		}
 	}
-	if f.any.set && !f.any.matchPrefix(r.Prefix) && !f.any.matchNextHop(r.NextHop) {
-		return false
+	if f.any.set {
+		if ok, scratch = f.any.matchPrefix(r.Prefix, scratch); !ok {
+			if ok, scratch = f.any.matchNextHop(r.NextHop, scratch); !ok {
+				return false, scratch
+			}
+		}
 	}
-	return true
+	return true, scratch
 }
 
-func (t term) matchPrefix(p netip.Prefix) bool {
+func (t term) matchPrefix(p netip.Prefix, scratch []byte) (bool, []byte) {
 	switch {
 	case t.hasPfx:
-		return netipPrefixWithin(p, t.pfx)
+		return netipPrefixWithin(p, t.pfx), scratch
 	case t.addr.IsValid():
-		return p.Contains(t.addr)
+		return p.Contains(t.addr), scratch
 	}
-	return strings.Contains(p.String(), t.text)
+	scratch = p.AppendTo(scratch[:0])
+	return bytes.Contains(scratch, []byte(t.text)), scratch
 }
 
-func (t term) matchNextHop(nh route.NextHop) bool {
+func (t term) matchNextHop(nh route.NextHop, scratch []byte) (bool, []byte) {
 	switch {
 	case t.addr.IsValid():
-		return nh.Address == t.addr
+		return nh.Address == t.addr, scratch
 	case t.hasPfx:
-		return t.pfx.Contains(nh.Address)
+		return t.pfx.Contains(nh.Address), scratch
 	}
-	return strings.Contains(strings.ToLower(nh.String()), t.text)
+	// The nexthop in command-line syntax, lower case: 2001:db8::1#nat#1#2.
+	scratch = nh.Address.AppendTo(scratch[:0])
+	switch nh.Type {
+	case route.NextHopStandard:
+	case route.NextHopNAT:
+		scratch = append(scratch, "#nat#"...)
+		scratch = strconv.AppendUint(scratch, uint64(nh.NATPortFrom), 10)
+		scratch = append(scratch, '#')
+		scratch = strconv.AppendUint(scratch, uint64(nh.NATPortTo), 10)
+	default:
+		scratch = append(scratch, '#')
+		scratch = append(scratch, strings.ToLower(nh.Type.String())...)
+	}
+	return bytes.Contains(scratch, []byte(t.text)), scratch
 }
