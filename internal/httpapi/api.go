@@ -303,7 +303,7 @@ func routeJSON(ri metalbond.RouteInfo, names map[uint32]string) RouteJSON {
 	for _, id := range ri.Peers {
 		name, ok := names[id]
 		if !ok {
-			name = "(gone)"
+			name = "(disconnected)"
 		}
 		j.Peers = append(j.Peers, PeerRef{ID: id, Remote: name})
 	}
