@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/metalbond/metalbond/route"
 )
@@ -19,6 +20,14 @@ type discard struct {
 func (d *discard) Header() http.Header         { return d.h }
 func (d *discard) WriteHeader(code int)        { d.code = code }
 func (d *discard) Write(b []byte) (int, error) { d.n += int64(len(b)); return len(b), nil }
+
+// reportCPU reports the process CPU time per operation since cpu0 (GC
+// included). On a shared machine it is steadier than the wall-clock ns/op.
+func reportCPU(b *testing.B, cpu0 time.Duration) {
+	if cpu0 > 0 && b.N > 0 {
+		b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N)/1e6, "cpu-ms/op")
+	}
+}
 
 // BenchmarkHTTP100k measures the endpoints against a real server that holds
 // 100,000 routes in one VNI, announced by a client over loopback. The
@@ -36,11 +45,13 @@ func BenchmarkHTTP100k(b *testing.B) {
 	// The floor: the library's sorted snapshot of the VNI, which every
 	// route query starts from.
 	b.Run("snapshot", func(b *testing.B) {
+		cpu0 := processCPU()
 		for b.Loop() {
 			if len(e.Server.Routes(23)) != n {
 				b.Fatal("routes missing")
 			}
 		}
+		reportCPU(b, cpu0)
 	})
 
 	for _, bc := range []struct{ name, target string }{
@@ -64,6 +75,7 @@ func BenchmarkHTTP100k(b *testing.B) {
 		b.Run(bc.name, func(b *testing.B) {
 			req := httptest.NewRequest(http.MethodGet, bc.target, nil)
 			var bytes int64
+			cpu0 := processCPU()
 			for b.Loop() {
 				w := &discard{h: http.Header{}, code: 200}
 				h.ServeHTTP(w, req)
@@ -72,6 +84,7 @@ func BenchmarkHTTP100k(b *testing.B) {
 				}
 				bytes = w.n
 			}
+			reportCPU(b, cpu0)
 			b.ReportMetric(float64(bytes), "resp-bytes")
 		})
 	}

@@ -1,0 +1,18 @@
+//go:build unix
+
+package httpapi
+
+import (
+	"syscall"
+	"time"
+)
+
+// processCPU returns the CPU time (user + system) used by the process so
+// far, or 0 if it is unknown.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
