@@ -237,6 +237,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	srv.ResetPeak()
 	e.setSources()
 	e.startKeepalives()
+	// When the run times out, reset every connection so that no write
+	// blocked on a server that stopped reading outlives the deadline.
+	stopAbort := context.AfterFunc(ctx, e.abortPeers)
+	defer stopAbort()
 
 	switch cfg.Scenario {
 	case "fanout":
@@ -397,6 +401,20 @@ func (e *env) dial(n int) ([]*Peer, error) {
 		return nil, fmt.Errorf("connect %d peers: %w", n, firstErr)
 	}
 	return peers, nil
+}
+
+// abortPeers resets every connection without waiting for anything.
+func (e *env) abortPeers() {
+	e.mu.Lock()
+	peers, libs := slices.Clone(e.peers), slices.Clone(e.libs)
+	e.mu.Unlock()
+	for _, p := range peers {
+		p.closing.Store(true)
+		p.abort()
+	}
+	for _, l := range libs {
+		l.cancel()
+	}
 }
 
 // closePeers closes every peer and library client of the run.

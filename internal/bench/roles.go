@@ -181,6 +181,9 @@ func (e *env) startLibWith(inst metalbond.Installer) (*libPeer, error) {
 		Dial:      d.DialContext,
 		RetryMin:  100 * time.Millisecond,
 		RetryMax:  time.Second,
+		// A client that dies in a scenario is gone: the server must not
+		// keep its routes for a graceful restart.
+		GracefulRestart: -1,
 	})
 	if err != nil {
 		return nil, err
