@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/metalbond/metalbond/internal/wire"
 	"github.com/metalbond/metalbond/route"
 )
 
@@ -45,6 +46,10 @@ type Config struct {
 	// and, in install, sends the routes through a server and a client to
 	// the kernel installer.
 	Lib bool
+	// Ext makes raw peers advertise the END_OF_SYNC extension in HELLO
+	// instead of being plain v1 peers (servers may treat the two
+	// differently, e.g. pace writes to plain v1 peers).
+	Ext bool
 
 	// Server is the address of an external server to drive. Empty starts
 	// a server: a child process when ServerCmd is set, else in-process
@@ -153,6 +158,7 @@ type Params struct {
 	Duration  float64 `json:"duration_seconds,omitempty"`
 	Joiners   int     `json:"joiners,omitempty"`
 	Lib       bool    `json:"lib,omitempty"`
+	Ext       bool    `json:"ext,omitempty"`
 }
 
 // Phase is one measured step of a scenario.
@@ -198,7 +204,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		Scenario: cfg.Scenario,
 		Machine:  machine(),
 		Params: Params{N: cfg.N, S: cfg.S, C: cfg.C, V: cfg.V, R: cfg.R, Observers: cfg.Observers,
-			Rate: cfg.Rate, Duration: cfg.Duration.Seconds(), Joiners: cfg.Joiners, Lib: cfg.Lib},
+			Rate: cfg.Rate, Duration: cfg.Duration.Seconds(), Joiners: cfg.Joiners, Lib: cfg.Lib, Ext: cfg.Ext},
 		Metrics: map[string]float64{},
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
@@ -358,6 +364,9 @@ func (e *env) startKeepalives() {
 func (e *env) dial(n int) ([]*Peer, error) {
 	peers := make([]*Peer, n)
 	opts := peerOptions{keepalive: e.cfg.Keepalive, readBuffer: 64 << 10, timeout: 10 * time.Second}
+	if e.cfg.Ext {
+		opts.features = wire.FeatureEndOfSync
+	}
 	if n > 100 {
 		opts.readBuffer = 16 << 10 // thousands of peers: keep the benchmark's memory moderate
 	}

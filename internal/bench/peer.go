@@ -43,6 +43,9 @@ type peerOptions struct {
 	keepalive  time.Duration // proposed in HELLO
 	readBuffer int           // bytes
 	timeout    time.Duration // connect and handshake
+	// features are the extensions advertised in HELLO (wire.Feature*);
+	// zero is a plain v1 peer.
+	features uint32
 }
 
 // dialPeer connects to addr and completes the v1 handshake as a client.
@@ -67,7 +70,10 @@ func (p *Peer) handshake(o peerOptions) error {
 	if err := p.conn.SetDeadline(time.Now().Add(o.timeout)); err != nil {
 		return err
 	}
-	hello, _ := wire.AppendFrame(nil, wire.Hello{Keepalive: uint32(max(o.keepalive/time.Second, 1))})
+	hello, err := wire.AppendFrame(nil, wire.Hello{Keepalive: uint32(max(o.keepalive/time.Second, 1)), Features: o.features})
+	if err != nil {
+		return err
+	}
 	if err := p.write(hello); err != nil {
 		return err
 	}
@@ -141,7 +147,9 @@ func (p *Peer) readFrames() error {
 				} else {
 					p.stray.Add(1)
 				}
-			case wire.TypeKeepalive:
+			case wire.TypeKeepalive, wire.TypeEndOfSync:
+				// END_OF_SYNC comes only to peers that advertised
+				// FeatureEndOfSync; the fences make it unnecessary.
 			default:
 				err = fmt.Errorf("server sent %s after the handshake", t)
 			}

@@ -130,6 +130,9 @@ func (p Params) String() string {
 	if p.Lib {
 		parts = append(parts, "lib")
 	}
+	if p.Ext {
+		parts = append(parts, "ext")
+	}
 	return strings.Join(parts, " ")
 }
 

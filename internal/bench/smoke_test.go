@@ -31,6 +31,7 @@ func TestSmoke(t *testing.T) {
 		cfg  Config
 	}{
 		{"fanout", Config{Scenario: "fanout", N: 3000, S: 3}},
+		{"fanout-ext", Config{Scenario: "fanout", N: 2000, S: 2, Ext: true}},
 		{"fanout-lib", Config{Scenario: "fanout", N: 500, S: 2, Lib: true}},
 		{"fanout-child", Config{Scenario: "fanout", N: 1000, S: 2, ServerCmd: []string{os.Args[0]}, ServerEnv: []string{serveEnv + "=1"}}},
 		{"join", Config{Scenario: "join", N: 3000, S: 3}},
