@@ -107,7 +107,9 @@ func (f *serverFlags) parse() (serverConfig, error) {
 
 // runServer runs a route server (and its HTTP endpoint) until ctx is done.
 func runServer(ctx context.Context, cfg serverConfig, log *slog.Logger, _ io.Writer) error {
-	srv, err := metalbond.NewServer(metalbond.ServerConfig{Keepalive: cfg.Keepalive, Logger: log})
+	// The fan-out histogram exists before the server, whose hook feeds it.
+	fanout := metrics.NewFanout()
+	srv, err := metalbond.NewServer(metalbond.ServerConfig{Keepalive: cfg.Keepalive, Logger: log, ObserveFanout: fanout.Observe})
 	if err != nil {
 		return err
 	}
@@ -133,7 +135,7 @@ func runServer(ctx context.Context, cfg serverConfig, log *slog.Logger, _ io.Wri
 		return srv.Serve(ctx, ln)
 	})
 	if httpLn != nil {
-		m := metrics.New(metrics.Options{Server: srv, Version: versionString()})
+		m := metrics.New(metrics.Options{Server: srv, Version: versionString(), Fanout: fanout})
 		h := httpapi.New(httpapi.Options{
 			Server:  srv,
 			Metrics: m,

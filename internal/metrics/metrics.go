@@ -30,25 +30,44 @@ type Options struct {
 	Installer func() kernel.Stats
 	// Version is exposed as the version label of metalbond_build_info.
 	Version string
+	// Fanout is the server's fan-out latency histogram, created before
+	// the Server so that its Observe method can be the Server's
+	// ObserveFanout hook. If nil, New creates one, fed only through
+	// Metrics.ObserveFanout.
+	Fanout *Fanout
 }
+
+// Fanout is the histogram metalbond_update_fanout_seconds: the time from
+// receiving an UPDATE to writing it to the connection of its last
+// subscriber. It is safe for concurrent use.
+type Fanout struct{ h prometheus.Histogram }
+
+// NewFanout returns an empty fan-out histogram.
+func NewFanout() *Fanout {
+	return &Fanout{h: prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: namespace,
+		Name:      "update_fanout_seconds",
+		Help:      "Time from receiving an UPDATE to writing it to the connection of its last subscriber (a sample of updates).",
+		Buckets:   prometheus.ExponentialBuckets(50e-6, 4, 10), // 50µs to ~13s
+	})}
+}
+
+// Observe records one fan-out. Its signature is that of
+// metalbond.ServerConfig.ObserveFanout; it does not block.
+func (f *Fanout) Observe(d time.Duration) { f.h.Observe(d.Seconds()) }
 
 // Metrics is the set of collectors of one server or client. It is safe for
 // concurrent use.
 type Metrics struct {
 	reg    *prometheus.Registry
-	fanout prometheus.Histogram
+	fanout *Fanout
 }
 
 // New builds the registry described by opts.
 func New(opts Options) *Metrics {
-	m := &Metrics{
-		reg: prometheus.NewRegistry(),
-		fanout: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Namespace: namespace,
-			Name:      "update_fanout_seconds",
-			Help:      "Time from receiving an UPDATE to writing it to the connection of its last subscriber.",
-			Buckets:   prometheus.ExponentialBuckets(50e-6, 4, 10), // 50µs to ~13s
-		}),
+	m := &Metrics{reg: prometheus.NewRegistry(), fanout: opts.Fanout}
+	if m.fanout == nil {
+		m.fanout = NewFanout()
 	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -59,7 +78,7 @@ func New(opts Options) *Metrics {
 	switch {
 	case opts.Server != nil:
 		role, src = "server", opts.Server
-		m.reg.MustRegister(m.fanout)
+		m.reg.MustRegister(m.fanout.h)
 	case opts.Client != nil:
 		role, src = "client", opts.Client
 	}
@@ -90,9 +109,9 @@ func New(opts Options) *Metrics {
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
 // ObserveFanout records the time from receiving an UPDATE to writing it to
-// the last subscriber (metalbond_update_fanout_seconds). It is meant to be
-// called by the server for every UPDATE that reached subscribers.
-func (m *Metrics) ObserveFanout(d time.Duration) { m.fanout.Observe(d.Seconds()) }
+// the last subscriber (metalbond_update_fanout_seconds), like
+// Options.Fanout.Observe.
+func (m *Metrics) ObserveFanout(d time.Duration) { m.fanout.Observe(d) }
 
 const namespace = "metalbond"
 

@@ -95,9 +95,11 @@ type bed struct {
 	cancel context.CancelFunc
 }
 
-func newBed(t *testing.T) *bed {
+func newBed(t *testing.T) *bed { return newBedConfig(t, metalbond.ServerConfig{Keepalive: time.Second}) }
+
+func newBedConfig(t *testing.T, cfg metalbond.ServerConfig) *bed {
 	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := metalbond.NewServer(metalbond.ServerConfig{Keepalive: time.Second})
+	srv, err := metalbond.NewServer(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -332,6 +334,29 @@ func TestClientMetrics(t *testing.T) {
 	}
 	if v := g.value(t, "metalbond_client_ready"); v != 0 {
 		t.Errorf("client_ready = %v after shutdown", v)
+	}
+}
+
+func TestFanoutHistogram(t *testing.T) {
+	fanout := NewFanout()
+	b := newBedConfig(t, metalbond.ServerConfig{Keepalive: time.Second, ObserveFanout: fanout.Observe})
+	m := New(Options{Server: b.srv, Fanout: fanout})
+	b.client([]route.VNI{23})
+	routes := make([]string, 300)
+	for i := range routes {
+		routes[i] = fmt.Sprintf("23#10.0.%d.%d/32#2001:db8::1", i/256, i%256)
+	}
+	b.client(nil, routes...)
+	// The server samples about one update in 64.
+	waitFor(t, func() error {
+		if n := gather(t, m).value(t, "metalbond_update_fanout_seconds"); n < 1 {
+			return fmt.Errorf("%v fan-outs observed", n)
+		}
+		return nil
+	})
+	h := gather(t, m)["metalbond_update_fanout_seconds"].Metric[0].Histogram
+	if sum := h.GetSampleSum(); sum <= 0 || sum > float64(h.GetSampleCount())*10 {
+		t.Errorf("fan-out times sum to %vs over %d samples", sum, h.GetSampleCount())
 	}
 }
 
