@@ -95,7 +95,9 @@ type bed struct {
 	cancel context.CancelFunc
 }
 
-func newBed(t *testing.T) *bed { return newBedConfig(t, metalbond.ServerConfig{Keepalive: time.Second}) }
+func newBed(t *testing.T) *bed {
+	return newBedConfig(t, metalbond.ServerConfig{Keepalive: time.Second})
+}
 
 func newBedConfig(t *testing.T, cfg metalbond.ServerConfig) *bed {
 	ctx, cancel := context.WithCancel(context.Background())
