@@ -28,3 +28,44 @@ type Permissions interface {
 	MayAnnounce(vni route.VNI) bool
 	MaySubscribe(vni route.VNI) bool
 }
+
+// Reauthorize applies the current answers of every peer's Permissions to
+// what the peer already has: subscriptions no longer allowed are dropped,
+// and routes in VNIs the peer may no longer announce into are withdrawn
+// (also those kept for a peer in graceful restart are not touched: they go
+// when its time runs out or it returns). Call it after reloading a policy;
+// sessions stay up.
+func (s *Server) Reauthorize() {
+	s.mu.RLock()
+	peers := make([]*serverPeer, 0, len(s.peers))
+	for p := range s.peers {
+		if p.perms != nil {
+			peers = append(peers, p)
+		}
+	}
+	s.mu.RUnlock()
+	for _, p := range peers {
+		p.mu.Lock()
+		var drop []route.VNI
+		for vni := range p.subs {
+			if !p.perms.MaySubscribe(vni) {
+				drop = append(drop, vni)
+			}
+		}
+		revoked := map[route.VNI]*vniState{}
+		for vni, st := range p.announced {
+			if !p.perms.MayAnnounce(vni) {
+				revoked[vni] = st
+			}
+		}
+		p.mu.Unlock()
+		for _, vni := range drop {
+			p.unsubscribe(vni)
+			p.log.Warn("subscription revoked by policy", "vni", vni)
+		}
+		if len(revoked) > 0 {
+			p.log.Warn("announcements revoked by policy", "vnis", len(revoked))
+			s.withdrawSource(p.id, revoked, p, p.log)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package metalbond_test
 import (
 	"errors"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -50,5 +51,31 @@ func TestAuthorizerRefusesOutsidePolicy(t *testing.T) {
 	}
 	if got := srv.Peers()[0].Identity; got != "test" {
 		t.Fatalf("peer identity %q, want test", got)
+	}
+}
+
+// switchPolicy allows one VNI, which can change while sessions run.
+type switchPolicy struct{ vni *atomic.Uint32 }
+
+func (p switchPolicy) Authorize(net.Conn) (metalbond.Permissions, error) { return p, nil }
+func (p switchPolicy) Identity() string                                  { return "switch" }
+func (p switchPolicy) MayAnnounce(v route.VNI) bool                      { return uint32(v) == p.vni.Load() }
+func (p switchPolicy) MaySubscribe(v route.VNI) bool                     { return true }
+
+func TestReauthorizeWithdrawsRevokedAnnouncements(t *testing.T) {
+	vni := new(atomic.Uint32)
+	vni.Store(7)
+	srv, addr := startServer(t, metalbond.ServerConfig{Authorizer: switchPolicy{vni}})
+	sub := startClient(t, []string{addr})
+	sub.subscribe(t, 7)
+	a := startClient(t, []string{addr})
+	r := mustRoute(t, "7#10.7.0.0/16#2001:db8::7")
+	a.announce(t, r)
+	sub.inst.waitRoutes(t, []route.Route{r})
+	vni.Store(8) // the policy no longer lets anyone announce into 7
+	srv.Reauthorize()
+	sub.inst.waitRoutes(t, nil)
+	if len(srv.Peers()) != 2 {
+		t.Fatal("Reauthorize closed a session")
 	}
 }

@@ -20,14 +20,21 @@ type stalePeer struct {
 	log       *slog.Logger
 }
 
-// peerKey identifies a peer across reconnects: the name it gives in HELLO
-// and its address (without the port, which changes).
-func peerKey(name string, addr net.Addr) string {
-	host := addr.String()
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
+// peerKey identifies a peer across reconnects: the name it gives in HELLO,
+// its address (without the port, which changes) and, with an Authorizer,
+// its authenticated identity, so that one certificate holder cannot end
+// another's graceful restart.
+func (p *serverPeer) key() string {
+	h, _ := p.sess.PeerHello()
+	host := p.sess.RemoteAddr().String()
+	if hp, _, err := net.SplitHostPort(host); err == nil {
+		host = hp
 	}
-	return name + "|" + host
+	id := ""
+	if p.perms != nil {
+		id = p.perms.Identity()
+	}
+	return h.Name + "|" + host + "|" + id
 }
 
 // gracefulRestartTime returns how long to keep p's routes now that its
@@ -51,7 +58,7 @@ func (s *Server) keepStale(p *serverPeer, keep time.Duration) {
 	p.announced = map[route.VNI]*vniState{}
 	p.mu.Unlock()
 	h, _ := p.sess.PeerHello()
-	key := peerKey(h.Name, p.sess.RemoteAddr())
+	key := p.key()
 	sp := &stalePeer{id: p.id, announced: announced, log: p.log}
 	s.staleMu.Lock()
 	s.stale[key] = append(s.stale[key], sp)
@@ -94,7 +101,7 @@ func (s *Server) releaseStale(p *serverPeer) {
 	if h.Name == "" {
 		return
 	}
-	key := peerKey(h.Name, p.sess.RemoteAddr())
+	key := p.key()
 	s.staleMu.Lock()
 	list := s.stale[key]
 	delete(s.stale, key)

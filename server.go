@@ -300,7 +300,11 @@ func (s *Server) authorize(ctx context.Context, conn net.Conn) (Permissions, err
 	if tc, ok := conn.(interface {
 		HandshakeContext(context.Context) error
 	}); ok {
-		hctx, cancel := context.WithTimeout(ctx, s.cfg.Keepalive*5/2)
+		timeout := s.cfg.Limits.HandshakeTimeout
+		if timeout <= 0 {
+			timeout = s.cfg.Keepalive * 5 / 2
+		}
+		hctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
 		if err := tc.HandshakeContext(hctx); err != nil {
 			return nil, fmt.Errorf("TLS handshake: %w", err)

@@ -33,6 +33,7 @@ type clientConfig struct {
 	GracePeriod   time.Duration
 	HTTP          string
 	Cleanup       bool
+	TLS           tlsConfig
 	Log           logConfig
 }
 
@@ -49,6 +50,7 @@ type clientFlags struct {
 	gracePeriod   string
 	http          string
 	cleanup       bool
+	tls           tlsFlags
 	log           logFlags
 }
 
@@ -62,6 +64,10 @@ announces the --announce routes to each, subscribes to each --subscribe VNI
 and, for the VNIs mapped with --install-routes, installs the routes it
 receives into Linux routing tables on the --tun device. It reconnects with a
 randomised backoff and runs until SIGINT or SIGTERM.
+
+With --tls (or any --tls-* flag) it connects with TLS 1.3 and verifies the
+servers; --tls-cert and --tls-key authenticate it to servers that require
+client certificates. SIGHUP rereads them for the next connections.
 
 Repeatable flags may be given several times or hold a comma-separated list.
 
@@ -119,6 +125,7 @@ are the long flag names (flags on the command line win):
 		"serve the status page, JSON API and /metrics on this `address`, e.g. [::1]:4712 (default: no HTTP)")
 	fs.BoolVar(&f.cleanup, "cleanup", false,
 		"remove every route this client installed when it exits (by default they stay until the next start)")
+	f.tls.registerClient(fs)
 	f.log.register(fs)
 	fs.StringVar(&f.config, "config", "",
 		"read settings from this YAML `file`: keys are these flags' long names; flags on the command line override it")
@@ -196,6 +203,9 @@ func (f *clientFlags) parse() (clientConfig, error) {
 		}
 		c.HTTP = f.http
 	}
+	if c.TLS, err = f.tls.parseClient(); err != nil {
+		return c, err
+	}
 	if c.Log, err = f.log.config(); err != nil {
 		return c, err
 	}
@@ -247,7 +257,12 @@ func runClient(ctx context.Context, cfg clientConfig, log *slog.Logger, _ io.Wri
 		}()
 	}
 
+	dial, reload, err := clientDial(cfg.TLS, log)
+	if err != nil {
+		return err
+	}
 	c, err := metalbond.NewClient(metalbond.ClientConfig{
+		Dial:        dial,
 		Servers:     cfg.Servers,
 		Keepalive:   cfg.Keepalive,
 		Installer:   installer,
@@ -279,6 +294,10 @@ func runClient(ctx context.Context, cfg clientConfig, log *slog.Logger, _ io.Wri
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return c.Run(ctx) })
+	g.Go(func() error {
+		reloadOnSIGHUP(ctx, log, reload)
+		return nil
+	})
 	if inst != nil {
 		g.Go(func() error { return inst.Run(ctx) })
 	}

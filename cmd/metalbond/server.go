@@ -22,6 +22,7 @@ type serverConfig struct {
 	Listen    string        // MetalBond TCP address
 	HTTP      string        // status and API address; empty: none
 	Keepalive time.Duration // largest keepalive interval agreed to
+	TLS       tlsConfig
 	Log       logConfig
 }
 
@@ -31,6 +32,7 @@ type serverFlags struct {
 	listen    string
 	http      string
 	keepalive string
+	tls       tlsFlags
 	log       logFlags
 }
 
@@ -42,6 +44,12 @@ func newServerCommand(r runners) *cobra.Command {
 		Long: `Run a MetalBond route server. It accepts clients on --listen, remembers the
 routes each announces and reflects them to every client subscribed to the
 VNI. It runs until SIGINT or SIGTERM, then closes every session and exits 0.
+
+With --tls-cert and --tls-key, --listen speaks TLS 1.3; --tls-ca requires
+client certificates and --tls-authz limits each certificate identity to its
+VNIs. Plain v1 peers are then accepted only on --plain-listen. SIGHUP rereads
+the certificate, key, CA bundle and authorization file without dropping
+sessions (see docs/security.md).
 
 With --http it serves a status page at /, the route table at /routes.json
 and /routes.yaml, a JSON API under /api/v1/, Prometheus metrics at /metrics,
@@ -76,6 +84,7 @@ in a YAML file given with --config, whose keys are the long flag names:
 		"serve the status page, JSON API and /metrics on this `address`, e.g. [::1]:4712 (default: no HTTP)")
 	fs.StringVar(&f.keepalive, "keepalive", "5",
 		"largest keepalive interval to agree to, in `seconds` (or a duration like 10s); a peer silent for 2.5 intervals is closed")
+	f.tls.registerServer(fs)
 	f.log.register(fs)
 	fs.StringVar(&f.config, "config", "",
 		"read settings from this YAML `file`: keys are these flags' long names; flags on the command line override it")
@@ -99,6 +108,9 @@ func (f *serverFlags) parse() (serverConfig, error) {
 	if c.Keepalive, err = parseKeepalive(f.keepalive); err != nil {
 		return c, flagError("keepalive", f.keepalive, err)
 	}
+	if c.TLS, err = f.tls.parseServer(); err != nil {
+		return c, err
+	}
 	if c.Log, err = f.log.config(); err != nil {
 		return c, err
 	}
@@ -107,9 +119,13 @@ func (f *serverFlags) parse() (serverConfig, error) {
 
 // runServer runs a route server (and its HTTP endpoint) until ctx is done.
 func runServer(ctx context.Context, cfg serverConfig, log *slog.Logger, _ io.Writer) error {
+	sec, err := loadServerSecurity(cfg.TLS, log)
+	if err != nil {
+		return err
+	}
 	// The fan-out histogram exists before the server, whose hook feeds it.
 	fanout := metrics.NewFanout()
-	srv, err := metalbond.NewServer(metalbond.ServerConfig{Keepalive: cfg.Keepalive, Logger: log, ObserveFanout: fanout.Observe})
+	srv, err := metalbond.NewServer(metalbond.ServerConfig{Keepalive: cfg.Keepalive, Logger: log, Authorizer: sec.authorizer, ObserveFanout: fanout.Observe})
 	if err != nil {
 		return err
 	}
@@ -118,10 +134,30 @@ func runServer(ctx context.Context, cfg serverConfig, log *slog.Logger, _ io.Wri
 	if err != nil {
 		return err
 	}
+	if sec.creds != nil {
+		log.Info("TLS listener", "addr", ln.Addr().String())
+		tln, err := sec.creds.NewListener(ln)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		ln = tln
+	}
+	var plainLn net.Listener
+	if cfg.TLS.PlainListen != "" {
+		if plainLn, err = lc.Listen(ctx, "tcp", cfg.TLS.PlainListen); err != nil {
+			ln.Close()
+			return err
+		}
+		log.Warn("plain v1 listener: peers on it are neither authenticated nor encrypted", "addr", plainLn.Addr().String())
+	}
 	var httpLn net.Listener
 	if cfg.HTTP != "" {
 		if httpLn, err = lc.Listen(ctx, "tcp", cfg.HTTP); err != nil {
 			ln.Close()
+			if plainLn != nil {
+				plainLn.Close()
+			}
 			return err
 		}
 	}
@@ -133,6 +169,18 @@ func runServer(ctx context.Context, cfg serverConfig, log *slog.Logger, _ io.Wri
 	g.Go(func() error {
 		defer listening.Store(false)
 		return srv.Serve(ctx, ln)
+	})
+	if plainLn != nil {
+		g.Go(func() error { return srv.Serve(ctx, plainLn) })
+	}
+	g.Go(func() error {
+		reload := sec.reload
+		if sec.authorizer != nil {
+			// After the policy, apply it to what running sessions already hold.
+			reload = append(reload, reauthorizer{srv})
+		}
+		reloadOnSIGHUP(ctx, log, reload)
+		return nil
 	})
 	if httpLn != nil {
 		m := metrics.New(metrics.Options{Server: srv, Version: versionString(), Fanout: fanout})
