@@ -61,7 +61,7 @@ func (c *etcdCluster) run(args ...string) string {
 	return string(out)
 }
 
-func (c *etcdCluster) kill(member int)    { c.run("kill", c.dir, strconv.Itoa(member)) }
+func (c *etcdCluster) kill(member int) { c.run("kill", c.dir, strconv.Itoa(member)) }
 
 // leader returns the number (1-3) of the member that leads the cluster.
 func leader(t testing.TB, endpoints []string) int {
