@@ -87,6 +87,10 @@ func TestUsageErrors(t *testing.T) {
 		{"server missing host", []string{"client", "--server", ":4711"}, `invalid --server ":4711": missing host`},
 		{"bad client keepalive", []string{"client", "--server", "[::1]:4711", "--keepalive", "x"}, `invalid --keepalive "x"`},
 		{"keepalive zero", []string{"server", "--keepalive", "0"}, `invalid --keepalive "0": must be at least 1 second`},
+		{"negative limit", []string{"server", "--max-routes-per-vni", "-5"}, `invalid --max-routes-per-vni "-5": must not be negative`},
+		{"bad graceful restart", []string{"server", "--graceful-restart", "soon"}, `invalid --graceful-restart "soon"`},
+		{"bad sync delay", []string{"server", "--sync-delay", "-1s"}, `invalid --sync-delay "-1s"`},
+		{"long name", []string{"client", "--server", "[::1]:4711", "--name", strings.Repeat("x", 256)}, `invalid --name`},
 		{"keepalive fraction", []string{"server", "--keepalive", "1500ms"}, `invalid --keepalive "1500ms": must be whole seconds`},
 		{"keepalive negative", []string{"server", "--keepalive", "-1"}, `invalid --keepalive "-1"`},
 		{"bad grace period", []string{"client", "--server", "[::1]:4711", "--grace-period", "soon"}, `invalid --grace-period "soon"`},
@@ -131,11 +135,11 @@ func TestServerConfig(t *testing.T) {
 		want serverConfig
 	}{
 		{"defaults", []string{"server"},
-			serverConfig{Listen: "[::]:4711", Keepalive: 5 * time.Second, Log: logConfig{Level: slog.LevelInfo}}},
+			serverConfig{Listen: "[::]:4711", Keepalive: 5 * time.Second, GracefulRestart: time.Minute, SyncDelay: 10 * time.Second, Log: logConfig{Level: slog.LevelInfo}}},
 		{"all flags", []string{"server", "--listen", "[::1]:4000", "--http", "[::1]:4712", "--keepalive", "10", "-v", "--log-format", "json"},
-			serverConfig{Listen: "[::1]:4000", HTTP: "[::1]:4712", Keepalive: 10 * time.Second, Log: logConfig{Level: slog.LevelDebug, JSON: true}}},
+			serverConfig{Listen: "[::1]:4000", HTTP: "[::1]:4712", Keepalive: 10 * time.Second, GracefulRestart: time.Minute, SyncDelay: 10 * time.Second, Log: logConfig{Level: slog.LevelDebug, JSON: true}}},
 		{"keepalive duration", []string{"server", "--keepalive", "1m", "--listen", ":4711"},
-			serverConfig{Listen: ":4711", Keepalive: time.Minute, Log: logConfig{Level: slog.LevelInfo}}},
+			serverConfig{Listen: ":4711", Keepalive: time.Minute, GracefulRestart: time.Minute, SyncDelay: 10 * time.Second, Log: logConfig{Level: slog.LevelInfo}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -158,6 +162,7 @@ func TestClientConfig(t *testing.T) {
 		"--announce", "23#10.0.24.0/24#2001:db8::2#NAT#1024#2047,24#2001:db8:5::/64#2001:db8::3#LB",
 		"--install-routes", "23#100", "--install-routes", "24#101",
 		"--tun", "overlay-tun", "--ipv4-only", "--keepalive", "3", "--grace-period", "30s",
+		"--graceful-restart", "0", "--name", "hv-17",
 		"--http", "[::1]:4713", "--cleanup", "--verbose")
 	if code != exitOK || c.client == nil {
 		t.Fatalf("exit code %d, stderr:\n%s", code, stderr)
@@ -172,14 +177,16 @@ func TestClientConfig(t *testing.T) {
 			{VNI: 24, Prefix: netip.MustParsePrefix("2001:db8:5::/64"), NextHop: route.NextHop{
 				Address: netip.MustParseAddr("2001:db8::3"), Type: route.NextHopLoadBalancerTarget}},
 		},
-		InstallRoutes: []route.TableMapping{{VNI: 23, Table: 100}, {VNI: 24, Table: 101}},
-		Tun:           "overlay-tun",
-		IPv4Only:      true,
-		Keepalive:     3 * time.Second,
-		GracePeriod:   30 * time.Second,
-		HTTP:          "[::1]:4713",
-		Cleanup:       true,
-		Log:           logConfig{Level: slog.LevelDebug},
+		InstallRoutes:   []route.TableMapping{{VNI: 23, Table: 100}, {VNI: 24, Table: 101}},
+		Tun:             "overlay-tun",
+		IPv4Only:        true,
+		Keepalive:       3 * time.Second,
+		GracePeriod:     30 * time.Second,
+		GracefulRestart: -1,
+		Name:            "hv-17",
+		HTTP:            "[::1]:4713",
+		Cleanup:         true,
+		Log:             logConfig{Level: slog.LevelDebug},
 	}
 	if !reflect.DeepEqual(*c.client, want) {
 		t.Errorf("config\n got %+v\nwant %+v", *c.client, want)
@@ -246,7 +253,7 @@ log-format: json
 		if code != exitOK {
 			t.Fatalf("exit code %d, stderr:\n%s", code, stderr)
 		}
-		want := serverConfig{Listen: "[::1]:4000", HTTP: "[::1]:4001", Keepalive: 3 * time.Second, Log: logConfig{Level: slog.LevelInfo}}
+		want := serverConfig{Listen: "[::1]:4000", HTTP: "[::1]:4001", Keepalive: 3 * time.Second, GracefulRestart: time.Minute, SyncDelay: 10 * time.Second, Log: logConfig{Level: slog.LevelInfo}}
 		if *c.server != want {
 			t.Errorf("config %+v, want %+v", *c.server, want)
 		}

@@ -31,27 +31,32 @@ type clientConfig struct {
 	IPv4Only      bool
 	Keepalive     time.Duration
 	GracePeriod   time.Duration
-	HTTP          string
-	Cleanup       bool
-	TLS           tlsConfig
-	Log           logConfig
+	// GracefulRestart is asked of servers; negative turns the extensions off.
+	GracefulRestart time.Duration
+	Name            string
+	HTTP            string
+	Cleanup         bool
+	TLS             tlsConfig
+	Log             logConfig
 }
 
 // clientFlags are the raw flags of "metalbond client".
 type clientFlags struct {
-	config        string
-	servers       []string
-	subscribe     []string
-	announce      []string
-	installRoutes []string
-	tun           string
-	ipv4Only      bool
-	keepalive     string
-	gracePeriod   string
-	http          string
-	cleanup       bool
-	tls           tlsFlags
-	log           logFlags
+	config          string
+	servers         []string
+	subscribe       []string
+	announce        []string
+	installRoutes   []string
+	tun             string
+	ipv4Only        bool
+	keepalive       string
+	gracePeriod     string
+	gracefulRestart string
+	name            string
+	http            string
+	cleanup         bool
+	tls             tlsFlags
+	log             logFlags
 }
 
 func newClientCommand(r runners) *cobra.Command {
@@ -121,6 +126,10 @@ are the long flag names (flags on the command line win):
 		"keepalive interval to propose to the servers, in `seconds` (or a duration like 10s)")
 	fs.StringVar(&f.gracePeriod, "grace-period", "0",
 		"keep the routes learned from a server whose session ended for this `duration` (e.g. 30s), so that a quick reconnect does not flap them; 0 removes them at once")
+	fs.StringVar(&f.gracefulRestart, "graceful-restart", "60s",
+		"with servers that support graceful restart, ask them to keep this client's routes for this `duration` when its session ends (a restart), and keep theirs as long until they have resent their tables; 0 speaks plain v1 without extensions")
+	fs.StringVar(&f.name, "name", "",
+		"`name` that identifies this client to servers across restarts, for graceful restart; must differ between clients on one host (default: the host name)")
 	fs.StringVar(&f.http, "http", "",
 		"serve the status page, JSON API and /metrics on this `address`, e.g. [::1]:4712 (default: no HTTP)")
 	fs.BoolVar(&f.cleanup, "cleanup", false,
@@ -197,6 +206,16 @@ func (f *clientFlags) parse() (clientConfig, error) {
 	if c.GracePeriod, err = parseSeconds(f.gracePeriod); err != nil {
 		return c, flagError("grace-period", f.gracePeriod, err)
 	}
+	if c.GracefulRestart, err = parseSeconds(f.gracefulRestart); err != nil {
+		return c, flagError("graceful-restart", f.gracefulRestart, err)
+	}
+	if c.GracefulRestart == 0 {
+		c.GracefulRestart = -1 // off
+	}
+	if len(f.name) > 255 {
+		return c, flagError("name", f.name, errors.New("longer than 255 bytes"))
+	}
+	c.Name = f.name
 	if f.http != "" {
 		if err := checkAddr(f.http, true); err != nil {
 			return c, flagError("http", f.http, err)
@@ -262,12 +281,14 @@ func runClient(ctx context.Context, cfg clientConfig, log *slog.Logger, _ io.Wri
 		return err
 	}
 	c, err := metalbond.NewClient(metalbond.ClientConfig{
-		Dial:        dial,
-		Servers:     cfg.Servers,
-		Keepalive:   cfg.Keepalive,
-		Installer:   installer,
-		GracePeriod: cfg.GracePeriod,
-		Logger:      log,
+		Dial:            dial,
+		Servers:         cfg.Servers,
+		Keepalive:       cfg.Keepalive,
+		Installer:       installer,
+		GracePeriod:     cfg.GracePeriod,
+		GracefulRestart: cfg.GracefulRestart,
+		Name:            cfg.Name,
+		Logger:          log,
 	})
 	if err != nil {
 		return err

@@ -201,11 +201,12 @@ func TestEndToEnd(t *testing.T) {
 	addr := srv.waitLog(`msg=listening addr=(\S+)`, 10*time.Second)[1]
 	srvHTTP := "http://" + srv.waitLog(`msg="http listening" addr=(\S+)`, 10*time.Second)[1]
 
-	a := start(t, "client A", "client", "--server", addr, "--subscribe", "23",
+	a := start(t, "client A", "client", "--server", addr, "--subscribe", "23", "--name", "hv-a",
 		"--announce", "23#10.0.1.0/24#2001:db8::1", "--http", "127.0.0.1:0", "-v")
 	aHTTP := "http://" + a.waitLog(`msg="http listening" addr=(\S+)`, 10*time.Second)[1]
+	// B asks the server to keep its routes for only 1 s after it leaves.
 	b := start(t, "client B", "client", "--server", addr, "--subscribe", "23,24",
-		"--announce", "23#10.0.2.0/24#2001:db8::2", "--announce", "24#10.0.3.0/24#2001:db8::3#NAT#1024#2047",
+		"--name", "hv-b", "--graceful-restart", "1s", "--announce", "23#10.0.2.0/24#2001:db8::2", "--announce", "24#10.0.3.0/24#2001:db8::3#NAT#1024#2047",
 		"--log-format", "json", "-v")
 
 	// The server holds all three routes, in the compatible shape.
@@ -297,14 +298,22 @@ func TestEndToEnd(t *testing.T) {
 		t.Errorf("metalbond peers against a closed port: %v, want exit status 1", err)
 	}
 
-	// When B stops, its session leaves the server. (Its routes may stay
-	// for the graceful-restart time the two negotiated.)
+	// When B stops, its session leaves the server, and its routes go once
+	// the graceful-restart time it asked for (1 s) has passed.
 	b.stop()
 	eventually(t, 10*time.Second, func() error {
 		var peers httpapi.PeersJSON
 		getInto(t, srvHTTP+"/api/v1/peers", &peers)
 		if len(peers.Peers) != 1 {
 			return fmt.Errorf("server still lists %d peers", len(peers.Peers))
+		}
+		return nil
+	})
+	eventually(t, 10*time.Second, func() error {
+		var dump map[string]any
+		getInto(t, aHTTP+"/routes.json", &dump)
+		if body := fmt.Sprint(dump["vnet"]); strings.Contains(body, "10.0.2.0/24") {
+			return fmt.Errorf("client A still has B's route: %s", body)
 		}
 		return nil
 	})

@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -22,18 +24,27 @@ type serverConfig struct {
 	Listen    string        // MetalBond TCP address
 	HTTP      string        // status and API address; empty: none
 	Keepalive time.Duration // largest keepalive interval agreed to
-	TLS       tlsConfig
-	Log       logConfig
+	// GracefulRestart and SyncDelay as in metalbond.ServerConfig
+	// (negative GracefulRestart: off).
+	GracefulRestart time.Duration
+	SyncDelay       time.Duration
+	Limits          metalbond.Limits
+	TLS             tlsConfig
+	Log             logConfig
 }
 
 // serverFlags are the raw flags of "metalbond server".
 type serverFlags struct {
-	config    string
-	listen    string
-	http      string
-	keepalive string
-	tls       tlsFlags
-	log       logFlags
+	config           string
+	listen           string
+	http             string
+	keepalive        string
+	gracefulRestart  string
+	syncDelay        string
+	handshakeTimeout string
+	limits           metalbond.Limits
+	tls              tlsFlags
+	log              logFlags
 }
 
 func newServerCommand(r runners) *cobra.Command {
@@ -84,6 +95,17 @@ in a YAML file given with --config, whose keys are the long flag names:
 		"serve the status page, JSON API and /metrics on this `address`, e.g. [::1]:4712 (default: no HTTP)")
 	fs.StringVar(&f.keepalive, "keepalive", "5",
 		"largest keepalive interval to agree to, in `seconds` (or a duration like 10s); a peer silent for 2.5 intervals is closed")
+	fs.StringVar(&f.gracefulRestart, "graceful-restart", "60s",
+		"keep the routes of a client whose session ended for at most this `duration`, when it negotiated graceful restart, until it is back and has re-announced; 0 turns graceful restart off")
+	fs.StringVar(&f.syncDelay, "sync-delay", "10s",
+		"after starting, hold back end-of-sync markers for this `duration` so that reconnecting clients keep their routes until the others have re-announced")
+	fs.StringVar(&f.handshakeTimeout, "handshake-timeout", "0",
+		"close a peer that has not completed the handshake (TLS and HELLO) within this `duration` (0: 2.5 keepalive intervals)")
+	fs.IntVar(&f.limits.MaxConnections, "max-connections", 0, "refuse connections beyond this `number` (0: unlimited)")
+	fs.IntVar(&f.limits.MaxConnectionsPerIP, "max-connections-per-ip", 0, "refuse connections from one source address beyond this `number` (0: unlimited)")
+	fs.IntVar(&f.limits.MaxRoutesPerPeer, "max-routes-per-peer", 0, "ignore (and count) announcements of a peer beyond this `number` of routes (0: unlimited)")
+	fs.IntVar(&f.limits.MaxRoutesPerVNI, "max-routes-per-vni", 0, "ignore (and count) new routes in a VNI beyond this `number` (0: unlimited)")
+	fs.IntVar(&f.limits.MaxSubscriptionsPerPeer, "max-subscriptions-per-peer", 0, "ignore (and count) subscriptions of a peer beyond this `number` of VNIs (0: unlimited)")
 	f.tls.registerServer(fs)
 	f.log.register(fs)
 	fs.StringVar(&f.config, "config", "",
@@ -108,6 +130,31 @@ func (f *serverFlags) parse() (serverConfig, error) {
 	if c.Keepalive, err = parseKeepalive(f.keepalive); err != nil {
 		return c, flagError("keepalive", f.keepalive, err)
 	}
+	if c.GracefulRestart, err = parseSeconds(f.gracefulRestart); err != nil {
+		return c, flagError("graceful-restart", f.gracefulRestart, err)
+	}
+	if c.GracefulRestart == 0 {
+		c.GracefulRestart = -1 // off
+	}
+	if c.SyncDelay, err = parseSeconds(f.syncDelay); err != nil {
+		return c, flagError("sync-delay", f.syncDelay, err)
+	}
+	if c.SyncDelay == 0 {
+		c.SyncDelay = -1 // no delay
+	}
+	c.Limits = f.limits
+	if c.Limits.HandshakeTimeout, err = parseSeconds(f.handshakeTimeout); err != nil {
+		return c, flagError("handshake-timeout", f.handshakeTimeout, err)
+	}
+	for name, v := range map[string]int{
+		"max-connections": c.Limits.MaxConnections, "max-connections-per-ip": c.Limits.MaxConnectionsPerIP,
+		"max-routes-per-peer": c.Limits.MaxRoutesPerPeer, "max-routes-per-vni": c.Limits.MaxRoutesPerVNI,
+		"max-subscriptions-per-peer": c.Limits.MaxSubscriptionsPerPeer,
+	} {
+		if v < 0 {
+			return c, flagError(name, strconv.Itoa(v), errors.New("must not be negative"))
+		}
+	}
 	if c.TLS, err = f.tls.parseServer(); err != nil {
 		return c, err
 	}
@@ -125,7 +172,15 @@ func runServer(ctx context.Context, cfg serverConfig, log *slog.Logger, _ io.Wri
 	}
 	// The fan-out histogram exists before the server, whose hook feeds it.
 	fanout := metrics.NewFanout()
-	srv, err := metalbond.NewServer(metalbond.ServerConfig{Keepalive: cfg.Keepalive, Logger: log, Authorizer: sec.authorizer, ObserveFanout: fanout.Observe})
+	srv, err := metalbond.NewServer(metalbond.ServerConfig{
+		Keepalive:       cfg.Keepalive,
+		GracefulRestart: cfg.GracefulRestart,
+		SyncDelay:       cfg.SyncDelay,
+		Limits:          cfg.Limits,
+		Logger:          log,
+		Authorizer:      sec.authorizer,
+		ObserveFanout:   fanout.Observe,
+	})
 	if err != nil {
 		return err
 	}
