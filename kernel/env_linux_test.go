@@ -180,6 +180,8 @@ func (e *testEnv) newInstaller(t testing.TB, cfg Config) *Installer {
 type kroute struct {
 	proto int
 	dsts  []netip.Addr
+	nhid  uint32 // the nexthop object, 0 for a classic route
+	oifs  []int  // the device of each nexthop
 }
 
 func (r kroute) String() string {
@@ -198,9 +200,26 @@ func (r kroute) String() string {
 // nexthop is on the test device with encap ip6.
 func (e *testEnv) routes(t testing.TB, table int) map[netip.Prefix]kroute {
 	t.Helper()
-	s, err := nl.GetNetlinkSocketAt(e.ns, netns.None(), unix.NETLINK_ROUTE)
+	out, err := dumpTable(e.ns, table)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for p, r := range out {
+		for _, oif := range r.oifs {
+			if oif != e.dev.Attrs().Index {
+				t.Errorf("%s: nexthop on ifindex %d, want %d (%s)", p, oif, e.dev.Attrs().Index, testDev)
+			}
+		}
+	}
+	return out
+}
+
+// dumpTable lists the routes of table in ns, except those the kernel adds
+// itself. It is safe to call from any goroutine.
+func dumpTable(ns netns.NsHandle, table int) (map[netip.Prefix]kroute, error) {
+	s, err := nl.GetNetlinkSocketAt(ns, netns.None(), unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, err
 	}
 	defer s.Close()
 	out := make(map[netip.Prefix]kroute)
@@ -210,23 +229,28 @@ func (e *testEnv) routes(t testing.TB, table int) map[netip.Prefix]kroute {
 		req.AddData(&nl.RtMsg{RtMsg: unix.RtMsg{Family: fam}})
 		msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWROUTE)
 		if err != nil {
-			t.Fatalf("dump routes: %v", err)
+			return nil, fmt.Errorf("dump routes: %w", err)
 		}
 		for _, m := range msgs {
-			p, r, tbl := e.parseRoute(t, m)
+			p, r, tbl, err := decodeRoute(m)
+			if err != nil {
+				return nil, err
+			}
 			if tbl == table && r.proto != unix.RTPROT_KERNEL {
 				out[p] = r
 			}
 		}
 	}
-	return out
+	return out, nil
 }
 
-func (e *testEnv) parseRoute(t testing.TB, m []byte) (netip.Prefix, kroute, int) {
+// decodeRoute decodes an RTM_NEWROUTE or RTM_DELROUTE message with the
+// netlink library's helpers.
+func decodeRoute(m []byte) (netip.Prefix, kroute, int, error) {
 	msg := nl.DeserializeRtMsg(m)
 	attrs, err := nl.ParseRouteAttr(m[unix.SizeofRtMsg:])
 	if err != nil {
-		t.Fatal(err)
+		return netip.Prefix{}, kroute{}, 0, fmt.Errorf("route attributes: %w", err)
 	}
 	table := int(msg.Table)
 	r := kroute{proto: int(msg.Protocol)}
@@ -244,20 +268,27 @@ func (e *testEnv) parseRoute(t testing.TB, m []byte) (netip.Prefix, kroute, int)
 			table = int(binary.NativeEndian.Uint32(a.Value))
 		case unix.RTA_OIF:
 			oif = int(binary.NativeEndian.Uint32(a.Value))
+		case rtaNHID:
+			r.nhid = binary.NativeEndian.Uint32(a.Value)
 		case unix.RTA_ENCAP:
-			d := encapDst(t, a.Value)
+			d, err := encapDst(a.Value)
+			if err != nil {
+				return netip.Prefix{}, kroute{}, 0, err
+			}
 			single = &d
 		case unix.RTA_MULTIPATH:
 			for b := a.Value; len(b) >= unix.SizeofRtNexthop; {
 				nh := nl.DeserializeRtNexthop(b)
-				if int(nh.Ifindex) != e.dev.Attrs().Index {
-					t.Errorf("nexthop on ifindex %d, want %d (%s)", nh.Ifindex, e.dev.Attrs().Index, testDev)
-				}
+				r.oifs = append(r.oifs, int(nh.Ifindex))
 				l := int(nh.RtNexthop.Len)
 				sub, _ := nl.ParseRouteAttr(b[unix.SizeofRtNexthop:l])
 				for _, sa := range sub {
 					if sa.Attr.Type == unix.RTA_ENCAP {
-						r.dsts = append(r.dsts, encapDst(t, sa.Value))
+						d, err := encapDst(sa.Value)
+						if err != nil {
+							return netip.Prefix{}, kroute{}, 0, err
+						}
+						r.dsts = append(r.dsts, d)
 					}
 				}
 				b = b[min((l+3)&^3, len(b)):]
@@ -265,28 +296,25 @@ func (e *testEnv) parseRoute(t testing.TB, m []byte) (netip.Prefix, kroute, int)
 		}
 	}
 	if single != nil {
-		if oif != e.dev.Attrs().Index {
-			t.Errorf("route on ifindex %d, want %d (%s)", oif, e.dev.Attrs().Index, testDev)
-		}
+		r.oifs = append(r.oifs, oif)
 		r.dsts = append(r.dsts, *single)
 	}
 	p, _ := addr.Prefix(int(msg.Dst_len))
-	return p, r, table
+	return p, r, table, nil
 }
 
-func encapDst(t testing.TB, b []byte) netip.Addr {
+func encapDst(b []byte) (netip.Addr, error) {
 	attrs, err := nl.ParseRouteAttr(b)
 	if err != nil {
-		t.Fatal(err)
+		return netip.Addr{}, fmt.Errorf("encap attributes: %w", err)
 	}
 	for _, a := range attrs {
 		if a.Attr.Type == nl.LWTUNNEL_IP6_DST {
 			d, _ := netip.AddrFromSlice(a.Value)
-			return d
+			return d, nil
 		}
 	}
-	t.Errorf("encap without ip6 dst")
-	return netip.Addr{}
+	return netip.Addr{}, fmt.Errorf("encap without ip6 dst")
 }
 
 // nexthopIDs lists the nexthop objects carrying protocol proto.
