@@ -67,8 +67,10 @@ func reportRate(b *testing.B, routes int, cpu *cpuClock) {
 	b.ReportMetric(float64(cpu.total.Nanoseconds())/total, "cpu-ns/route")
 }
 
+// startBench starts an installer that removes what it finds in New (the
+// previous iteration's routes).
 func startBench(b *testing.B, e *testEnv) (*Installer, func()) {
-	i := e.newInstaller(b, Config{})
+	i := e.newInstaller(b, Config{AdoptGrace: -1})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- i.Run(ctx) }()

@@ -21,6 +21,12 @@ const DefaultProtocol netlink.RouteProtocol = 254
 // with the desired state when Config.ReconcileInterval is 0.
 const DefaultReconcileInterval = 30 * time.Second
 
+// DefaultAdoptGrace is how long New's adopted routes wait for
+// confirmation when Config.AdoptGrace is 0: as long as servers keep a
+// restarting client's routes by default (metalbond.DefaultGracefulRestart),
+// so the kernel does not forget a route before the servers would.
+const DefaultAdoptGrace = 60 * time.Second
+
 // Retry backoff for routes the kernel refuses: the first retry after
 // retryMin, doubling up to retryMax.
 const (
@@ -63,6 +69,20 @@ type Config struct {
 	// trigger it).
 	ReconcileInterval time.Duration
 
+	// AdoptGrace decides what New does with the routes and nexthop objects
+	// of ours it finds in the mapped tables, left by an earlier process
+	// (a restart, an upgrade, a crash). With a positive value (0 means
+	// DefaultAdoptGrace) New adopts them: they stay in the kernel,
+	// unconfirmed, and AddRoute of the same nexthops changes nothing in
+	// the kernel. A route re-added with other nexthops keeps its
+	// unconfirmed ones besides them until adoption ends. Routes and
+	// nexthops still unconfirmed when Synced is called, or AdoptGrace
+	// after New if it never is (plain v1 servers), are removed like
+	// withdrawn ones. A negative value removes everything of ours in New
+	// instead (the behaviour before adoption existed: traffic is dropped
+	// until the servers have resent every route).
+	AdoptGrace time.Duration
+
 	// NetNS is the network namespace to work in, as opened with
 	// netns.GetFromName, netns.GetFromPath or netns.New. The zero value
 	// and netns.None() mean the namespace of the process at the time New
@@ -77,6 +97,10 @@ type Stats struct {
 	Nexthops int // nexthop objects (single and group) installed by us
 	Pending  int // prefixes changed but not yet sent to the kernel
 	Failing  int // prefixes the kernel refused, waiting for a retry
+	// Unconfirmed counts the routes New adopted that still have nexthops
+	// AddRoute has not confirmed; those leave at Synced or after
+	// AdoptGrace.
+	Unconfirmed int
 
 	Failures   uint64 // kernel refusals (routes and nexthop objects)
 	Retries    uint64 // retries of refused prefixes
@@ -91,6 +115,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ReconcileInterval == 0 {
 		c.ReconcileInterval = DefaultReconcileInterval
+	}
+	if c.AdoptGrace == 0 {
+		c.AdoptGrace = DefaultAdoptGrace
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

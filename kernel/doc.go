@@ -17,8 +17,13 @@
 // pipelined netlink batches, retries what the kernel refuses with
 // exponential backoff, and reconciles the tables with the desired state
 // periodically and whenever the device changes state. Everything of ours
-// carries Config.Protocol, so stale routes are found and removed by New,
-// and Cleanup removes all of them at exit.
+// carries Config.Protocol, so Cleanup can remove all of it at exit.
+//
+// A restart does not withdraw routes: New adopts the routes of ours it
+// finds (Config.AdoptGrace), re-adding one with the same nexthops changes
+// nothing in the kernel, and what the client does not confirm is removed
+// when it reports a complete view (Synced, metalbond.SyncNotifier) or when
+// the grace time ends.
 //
 // Typical use, with the client library's Installer seam:
 //
@@ -31,7 +36,8 @@
 //	}
 //	defer inst.Close()
 //	go inst.Run(ctx)
-//	// hand inst to the client as its Installer; at exit, optionally:
+//	// hand inst to the client as its Installer (the client calls
+//	// AddRoute, RemoveRoute and Synced); at exit, optionally:
 //	// inst.Cleanup()
 //
 // The package works only on Linux; elsewhere New returns ErrNotSupported.

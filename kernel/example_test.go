@@ -47,5 +47,8 @@ func ExampleNew() {
 	inst.Close()
 }
 
-// The client library's installer seam.
-var _ metalbond.Installer = (*kernel.Installer)(nil)
+// The client library's installer seam, and its notice of a complete view.
+var (
+	_ metalbond.Installer    = (*kernel.Installer)(nil)
+	_ metalbond.SyncNotifier = (*kernel.Installer)(nil)
+)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
@@ -31,8 +32,8 @@ const (
 )
 
 // Installer keeps Linux routing tables in line with the routes it is told
-// about. AddRoute, RemoveRoute, Flush and Stats are safe for concurrent use;
-// Run must run (once) for changes to reach the kernel.
+// about. AddRoute, RemoveRoute, Synced, Flush and Stats are safe for
+// concurrent use; Run must run (once) for changes to reach the kernel.
 type Installer struct {
 	cfg    Config
 	log    *slog.Logger
@@ -62,6 +63,15 @@ type Installer struct {
 	appliedCh  chan struct{} // closed (and replaced) when appliedGen grows
 	running    bool
 	closed     bool
+	// adopting is set from New (with Config.AdoptGrace > 0) until Synced
+	// or the grace time ends. stale holds, per adopted route, the
+	// underlay addresses found in the kernel that AddRoute has not
+	// confirmed yet (sorted; nil when the route was found in a form we
+	// do not create). Until adoption ends, the kernel route of such a key
+	// keeps them besides the desired ones, see applyRound.
+	adopting   bool
+	adoptUntil time.Time
+	stale      map[key][]netip.Addr
 
 	ioMu      sync.Mutex // serialises kernel I/O; guards the following
 	c         *conn
@@ -88,6 +98,10 @@ type nhObject struct {
 	refs    int         // installed or planned routes, plus groups containing it
 	created bool        // believed to exist in the kernel
 	err     error       // why the last creation failed
+	// stray marks an adopted object in a form we do not create (another
+	// device, other weights, a duplicate): never handed out by acquire,
+	// kept only while routes point at it.
+	stray bool
 }
 
 // unknownObj stands for a kernel route of ours that points to something we
@@ -101,9 +115,10 @@ type retryState struct {
 	err     error
 }
 
-// New checks the device and the privilege to change routes, removes stale
-// routes and nexthop objects carrying our protocol from the mapped tables,
-// and returns an Installer ready for Run.
+// New checks the device and the privilege to change routes and returns an
+// Installer ready for Run. The routes carrying our protocol in the mapped
+// tables, and the nexthop objects carrying it, are adopted (see
+// Config.AdoptGrace and Synced) or, with a negative AdoptGrace, removed.
 func New(cfg Config) (*Installer, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
@@ -135,13 +150,24 @@ func New(cfg Config) (*Installer, error) {
 		i.release()
 		return nil, err
 	}
-	routes, nexthops, err := i.removeOurs()
+	if cfg.AdoptGrace < 0 {
+		routes, nexthops, err := i.removeOurs()
+		if err != nil {
+			i.release()
+			return nil, fmt.Errorf("kernel: remove stale routes: %w", err)
+		}
+		i.log.Info("route installer ready", "device", cfg.Device, "tables", i.tables,
+			"protocol", cfg.Protocol, "stale_routes", routes, "stale_nexthops", nexthops)
+		return i, nil
+	}
+	routes, nexthops, err := i.adoptOurs()
 	if err != nil {
 		i.release()
-		return nil, fmt.Errorf("kernel: remove stale routes: %w", err)
+		return nil, fmt.Errorf("kernel: adopt existing routes: %w", err)
 	}
 	i.log.Info("route installer ready", "device", cfg.Device, "tables", i.tables,
-		"protocol", cfg.Protocol, "stale_routes", routes, "stale_nexthops", nexthops)
+		"protocol", cfg.Protocol, "adopted_routes", routes, "adopted_nexthops", nexthops,
+		"adopt_grace", cfg.AdoptGrace)
 	return i, nil
 }
 
@@ -254,6 +280,9 @@ func (i *Installer) change(r route.Route, add bool) error {
 	var changed bool
 	if add {
 		changed = i.want.add(k, h)
+		if len(i.stale) > 0 {
+			i.confirm(k, h.nh.Address)
+		}
 	} else {
 		changed = i.want.remove(k, h)
 	}
@@ -269,6 +298,24 @@ func (i *Installer) change(r route.Route, add bool) error {
 		}
 	}
 	return nil
+}
+
+// confirm records that AddRoute has confirmed address a of the adopted
+// route k. Called with mu held.
+func (i *Installer) confirm(k key, a netip.Addr) {
+	st, ok := i.stale[k]
+	if !ok {
+		return
+	}
+	n, found := slices.BinarySearchFunc(st, a, netip.Addr.Compare)
+	switch {
+	case st == nil || found && len(st) == 1:
+		// Found in a form we do not create (from now on it is what is
+		// desired), or its last unconfirmed address.
+		delete(i.stale, k)
+	case found:
+		i.stale[k] = slices.Delete(st, n, n+1)
+	}
 }
 
 // Flush waits until every change accepted before the call has been sent to
@@ -296,19 +343,59 @@ func (i *Installer) Flush(ctx context.Context) error {
 // Stats returns a snapshot of the installer's state and counters.
 func (i *Installer) Stats() Stats {
 	i.mu.Lock()
-	desired, pending := len(i.want.routes), len(i.want.dirty)
+	desired, pending, unconfirmed := len(i.want.routes), len(i.want.dirty), len(i.stale)
 	i.mu.Unlock()
 	return Stats{
-		Desired:    desired,
-		Routes:     int(i.nRoutes.Load()),
-		Nexthops:   int(i.nNexthops.Load()),
-		Pending:    pending,
-		Failing:    int(i.nFailing.Load()),
-		Failures:   i.failures.Load(),
-		Retries:    i.retries.Load(),
-		Repairs:    i.repairs.Load(),
-		Reconciles: i.reconciles.Load(),
-		Ignored:    i.ignored.Load(),
+		Desired:     desired,
+		Routes:      int(i.nRoutes.Load()),
+		Nexthops:    int(i.nNexthops.Load()),
+		Pending:     pending,
+		Failing:     int(i.nFailing.Load()),
+		Unconfirmed: unconfirmed,
+		Failures:    i.failures.Load(),
+		Retries:     i.retries.Load(),
+		Repairs:     i.repairs.Load(),
+		Reconciles:  i.reconciles.Load(),
+		Ignored:     i.ignored.Load(),
+	}
+}
+
+// Synced tells the installer that the client has a complete view: every
+// route the servers have was passed to AddRoute before the call. Adopted
+// routes not re-added since New are then removed, and nexthop objects no
+// route uses any more are deleted, as Run's next round. Only the first
+// call does anything, and none after the grace time (Config.AdoptGrace)
+// has ended adoption. Synced implements metalbond.SyncNotifier; like
+// AddRoute it never waits for the kernel.
+func (i *Installer) Synced() { i.endAdoption("synced") }
+
+// endAdoption ends adoption: the routes still unconfirmed become ordinary
+// undesired routes, which the next apply round deletes.
+func (i *Installer) endAdoption(reason string) {
+	i.mu.Lock()
+	if !i.adopting || i.closed {
+		i.mu.Unlock()
+		return
+	}
+	i.adopting = false
+	removed := 0
+	for k := range i.stale {
+		i.want.dirty[k] = struct{}{}
+		if _, ok := i.want.routes[k]; !ok {
+			removed++
+		}
+	}
+	n := len(i.stale)
+	i.stale = nil
+	if n > 0 {
+		i.gen++ // Flush after Synced waits for the removal
+	}
+	i.mu.Unlock()
+	i.log.Info("adoption of existing routes ended", "reason", reason,
+		"routes_removed", removed, "routes_shrunk", n-removed)
+	select {
+	case i.kick <- struct{}{}:
+	default:
 	}
 }
 
@@ -344,6 +431,15 @@ func (i *Installer) Run(ctx context.Context) error {
 		t := time.NewTicker(d)
 		defer t.Stop()
 		tick = t.C
+	}
+	var grace <-chan time.Time
+	i.mu.Lock()
+	adopting, until := i.adopting, i.adoptUntil
+	i.mu.Unlock()
+	if adopting {
+		t := time.NewTimer(time.Until(until))
+		defer t.Stop()
+		grace = t.C
 	}
 	retryTimer := time.NewTimer(time.Hour)
 	retryTimer.Stop()
@@ -387,6 +483,9 @@ func (i *Installer) Run(ctx context.Context) error {
 		case <-retryTimer.C:
 		case <-tick:
 			reconcile = true
+		case <-grace:
+			grace = nil
+			i.endAdoption("grace time expired")
 		case u, ok := <-links:
 			if !ok {
 				links = nil
@@ -473,12 +572,24 @@ func (i *Installer) applyRound() bool {
 	todo := make([]work, 0, min(len(i.want.dirty), roundSize))
 	all := len(i.want.dirty) <= roundSize
 	for k := range i.want.dirty {
-		todo = append(todo, work{k, i.want.addrs(k)})
-		if all {
-			continue
+		addrs := i.want.addrs(k)
+		if !all {
+			delete(i.want.dirty, k)
 		}
-		delete(i.want.dirty, k)
-		if len(todo) == roundSize {
+		if st, ok := i.stale[k]; ok {
+			if st == nil && addrs == nil {
+				// Adopted as found, in a form we do not create, and not
+				// confirmed: stays as it is until adoption ends.
+				i.succeeded(k)
+				continue
+			}
+			// An adopted route keeps its unconfirmed nexthops until
+			// adoption ends: re-learning a multipath route one nexthop
+			// at a time must not narrow it on the way.
+			addrs = union(addrs, st)
+		}
+		todo = append(todo, work{k, addrs})
+		if !all && len(todo) == roundSize {
 			break
 		}
 	}
@@ -1012,9 +1123,123 @@ func (i *Installer) removeOurs() (routes, nexthops int, err error) {
 	i.minDue = time.Time{}
 	i.mu.Lock()
 	i.want.markAll()
+	i.adopting, i.stale = false, nil
 	i.mu.Unlock()
 	i.publish()
 	return routes, nexthops, failed
+}
+
+// adoptOurs takes over what an earlier installer left in the kernel: the
+// routes of ours in the mapped tables count as installed but unconfirmed
+// (see Synced), and every nexthop object of ours as created by us, shared
+// and reference counted like our own. An object in a form we create (an
+// encap ip6 single on our device, or a group of such singles with weight
+// 1) serves later AddRoute calls for the same addresses, so that a route
+// re-added with the same nexthops needs no kernel change at all; the
+// others are "stray" and live only as long as routes point at them.
+// Objects no route of ours uses are deleted in the first apply round.
+// Called before Run.
+func (i *Installer) adoptOurs() (routes, nexthops int, err error) {
+	knh, err := i.dumpNexthops()
+	if err != nil {
+		return 0, 0, err
+	}
+	// Singles before groups, which refer to them; each in id order, so
+	// that of two equal objects the older one is the one reused.
+	ids := slices.Sorted(maps.Keys(knh))
+	for _, groups := range []bool{false, true} {
+		for _, id := range ids {
+			kn := knh[id]
+			if kn.proto != i.proto {
+				i.foreign[id] = struct{}{}
+				continue
+			}
+			if (len(kn.group) > 0) != groups {
+				continue
+			}
+			o := &nhObject{id: id, created: true}
+			var addrs []netip.Addr
+			usable := true
+			if groups {
+				usable = kn.weights && len(kn.group) > 1
+				for _, mid := range kn.group {
+					m := i.byID[mid]
+					if m == nil || len(m.members) > 0 || m.stray {
+						usable = false
+					}
+					if m == nil {
+						continue // not ours; nothing to count
+					}
+					m.refs++
+					o.members = append(o.members, m)
+					if len(m.addrs) == 1 {
+						addrs = append(addrs, m.addrs[0])
+					}
+				}
+			} else {
+				usable = kn.encap == unix.LWTUNNEL_ENCAP_IP6 && int(kn.oif) == i.ifindex &&
+					kn.dst.Is6() && kn.dst.Zone() == ""
+				addrs = []netip.Addr{kn.dst}
+			}
+			if usable && i.objs[objKey(addrs)] == nil {
+				o.addrs = addrs
+				i.objs[objKey(addrs)] = o
+			} else {
+				o.stray = true
+			}
+			i.byID[id] = o
+		}
+	}
+
+	kr, err := i.dumpRoutes()
+	if err != nil {
+		return 0, 0, err
+	}
+	stale := make(map[key][]netip.Addr, len(kr))
+	for k, nhid := range kr {
+		o := i.byID[nhid]
+		if o == nil {
+			o = unknownObj // a route without an object of ours
+		} else {
+			o.refs++
+		}
+		i.installed[k] = o
+		var addrs []netip.Addr
+		if o != unknownObj && !o.stray {
+			addrs = slices.Clone(o.addrs)
+			slices.SortFunc(addrs, netip.Addr.Compare)
+			addrs = slices.Compact(addrs)
+		}
+		stale[k] = addrs
+	}
+	for _, o := range i.byID {
+		if o.refs == 0 {
+			i.gc[o] = struct{}{}
+		}
+	}
+	i.mu.Lock()
+	i.adopting, i.adoptUntil, i.stale = true, time.Now().Add(i.cfg.AdoptGrace), stale
+	i.mu.Unlock()
+	i.publish()
+	return len(kr), len(i.byID), nil
+}
+
+// keptAsFound reports whether k is an adopted route in a form we do not
+// create that has not been confirmed yet.
+func (i *Installer) keptAsFound(k key) bool {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	st, ok := i.stale[k]
+	return ok && st == nil
+}
+
+// union returns the sorted union of two sorted address lists, in a new
+// slice.
+func union(a, b []netip.Addr) []netip.Addr {
+	out := make([]netip.Addr, 0, len(a)+len(b))
+	out = append(append(out, a...), b...)
+	slices.SortFunc(out, netip.Addr.Compare)
+	return slices.Compact(out)
 }
 
 // deleteNexthops deletes the kernel nexthop objects that match: groups
@@ -1083,8 +1308,8 @@ func (i *Installer) reconcileOnce() error {
 		}
 		kn, ok := knh[id]
 		switch {
-		case ok && kn.proto == i.proto && i.matches(o, kn):
-			continue
+		case ok && kn.proto == i.proto && (o.stray || i.matches(o, kn)):
+			continue // a stray object cannot be put right, only replaced
 		case ok && kn.proto == i.proto:
 			fix = append(fix, o)
 		case ok: // the id now belongs to someone else
@@ -1138,10 +1363,20 @@ func (i *Installer) reconcileOnce() error {
 		if ok && o != unknownObj && o.created && nhid == o.id {
 			continue
 		}
+		if ok && o == unknownObj && i.keptAsFound(k) {
+			continue // adopted as found; applyRound would keep it anyway
+		}
 		if ok {
 			i.installed[k] = unknownObj // exists but wrong: replace or delete it
 		} else {
 			delete(i.installed, k)
+			// An adopted route is reinstalled as adopted (a link flap
+			// takes it away too), unless its form is unknown.
+			i.mu.Lock()
+			if st, ok := i.stale[k]; ok && st == nil {
+				delete(i.stale, k)
+			}
+			i.mu.Unlock()
 		}
 		i.releaseObj(o)
 		dirty = append(dirty, k)

@@ -186,6 +186,8 @@ func (e *testEnv) addNexthop(t testing.TB, id uint32, proto uint8) {
 	}
 }
 
+// TestStaleCleanupAtNew: with a negative AdoptGrace, New removes what it
+// finds of ours (TestAdoptStray is the adopting counterpart).
 func TestStaleCleanupAtNew(t *testing.T) {
 	e := newEnv(t)
 	e.addRoute(t, "10.9.0.0/16", testTable, 254)         // stale, ours: removed
@@ -193,7 +195,7 @@ func TestStaleCleanupAtNew(t *testing.T) {
 	e.addRoute(t, "10.7.0.0/16", 300, 254)               // ours, but unmapped table: kept
 	e.addNexthop(t, nexthopIDBase, 254)                  // stale object of ours: removed
 	e.addNexthop(t, nexthopIDBase+1, unix.RTPROT_STATIC) // someone else's: kept, id avoided
-	i := e.start(t, Config{})
+	i := e.start(t, Config{AdoptGrace: -1})
 	e.wantTable(t, testTable, "10.8.0.0/16 proto 4")
 	if got := len(e.routes(t, 300)); got != 1 {
 		t.Errorf("table 300 has %d routes, want 1", got)

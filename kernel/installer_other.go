@@ -24,6 +24,9 @@ func (*Installer) RemoveRoute(route.Route) error { return ErrNotSupported }
 // Run returns ErrNotSupported.
 func (*Installer) Run(context.Context) error { return ErrNotSupported }
 
+// Synced does nothing.
+func (*Installer) Synced() {}
+
 // Flush returns ErrNotSupported.
 func (*Installer) Flush(context.Context) error { return ErrNotSupported }
 
