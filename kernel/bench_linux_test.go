@@ -31,7 +31,8 @@ func benchRoute(n, shift int, v6 bool) route.Route {
 // AddRoute to the last kernel answer: "initial" installs a full table into
 // an empty kernel table, "churn" moves every prefix of an installed table
 // to another nexthop (one route replacement each), "withdraw" removes every
-// route of an installed table.
+// route of an installed table, "restart" is a restart with a full table in
+// the kernel: New adopting it, every route re-added, Synced.
 func BenchmarkInstall(b *testing.B) {
 	for _, n := range []int{10_000, 100_000} {
 		b.Run(fmt.Sprintf("initial/%d", n), func(b *testing.B) { benchInitial(b, n, false) })
@@ -39,6 +40,7 @@ func BenchmarkInstall(b *testing.B) {
 		b.Run(fmt.Sprintf("withdraw/%d", n), func(b *testing.B) { benchWithdraw(b, n) })
 	}
 	b.Run("initial-ipv6/100000", func(b *testing.B) { benchInitial(b, 100_000, true) })
+	b.Run("restart/100000", func(b *testing.B) { benchRestart(b, 100_000) })
 }
 
 // cpuClock sums the CPU time (user and system, so including the kernel's
@@ -196,5 +198,44 @@ func BenchmarkRouteReplaceBaseline(b *testing.B) {
 		}
 	}
 	cpu.stop()
+	reportRate(b, n, &cpu)
+}
+
+func benchRestart(b *testing.B, n int) {
+	e := newEnv(b)
+	i, stop := startBench(b, e)
+	for k := range n {
+		if err := i.AddRoute(benchRoute(k, 0, false)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	waitInstalled(b, i, n)
+	stop()
+	var cpu cpuClock
+	b.ResetTimer()
+	for range b.N {
+		cpu.start()
+		i := e.newInstaller(b, Config{})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- i.Run(ctx) }()
+		for k := range n {
+			if err := i.AddRoute(benchRoute(k, 0, false)); err != nil {
+				b.Fatal(err)
+			}
+		}
+		flush(b, i)
+		i.Synced()
+		waitInstalled(b, i, n)
+		cpu.stop()
+		b.StopTimer()
+		if s := i.Stats(); s.Unconfirmed != 0 || s.Failures != 0 {
+			b.Fatalf("stats = %+v", s)
+		}
+		cancel()
+		<-done
+		i.Close()
+		b.StartTimer()
+	}
 	reportRate(b, n, &cpu)
 }
