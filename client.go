@@ -699,7 +699,7 @@ func (c *Client) Peers() []PeerInfo {
 	for _, cc := range c.conns {
 		pi := PeerInfo{ID: cc.id.Load(), Remote: cc.addr, Direction: "outbound", Subscriptions: subs}
 		if s := cc.sess.Load(); s != nil {
-			fillSessionInfo(&pi, s.Info())
+			fillSessionInfo(&pi, s)
 		} else {
 			pi.State = session.State(cc.state.Load()).String()
 		}

@@ -42,9 +42,17 @@ type PeerInfo struct {
 	QueueBytes int
 	// Identity is the peer's authenticated identity (TLS), if any.
 	Identity string
+	// Name is the name the peer gave in its HELLO (an extension; empty for
+	// plain v1 peers), and Features the extensions both sides negotiated
+	// (wire feature bits: 1 end-of-sync, 2 graceful restart).
+	Name     string
+	Features uint32
 }
 
-func fillSessionInfo(pi *PeerInfo, in session.Info) {
+func fillSessionInfo(pi *PeerInfo, sess *session.Session) {
+	in := sess.Info()
+	h, _ := sess.PeerHello()
+	pi.Name, pi.Features = h.Name, sess.Negotiated()
 	pi.Remote, pi.Local = in.Remote, in.Local
 	pi.State = in.State.String()
 	pi.Keepalive = in.Keepalive
@@ -141,7 +149,7 @@ func (s *Server) Peers() []PeerInfo {
 	out := make([]PeerInfo, 0, len(peers))
 	for _, p := range peers {
 		pi := PeerInfo{ID: uint32(p.id), Direction: "inbound"}
-		fillSessionInfo(&pi, p.sess.Info())
+		fillSessionInfo(&pi, p.sess)
 		if p.perms != nil {
 			pi.Identity = p.perms.Identity()
 		}
