@@ -15,7 +15,7 @@ func TestGracefulRestartOfServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
-	cfg := metalbond.ServerConfig{SyncDelay: 300 * time.Millisecond}
+	cfg := metalbond.ServerConfig{SyncDelay: 2 * time.Second}
 	srv := serveOn(t, ln, cfg)
 	sub := startClient(t, []string{addr})
 	sub.subscribe(t, 40)
