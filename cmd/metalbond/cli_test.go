@@ -184,6 +184,7 @@ func TestClientConfig(t *testing.T) {
 		GracePeriod:     30 * time.Second,
 		GracefulRestart: -1,
 		Name:            "hv-17",
+		AdoptGrace:      time.Minute,
 		HTTP:            "[::1]:4713",
 		Cleanup:         true,
 		Log:             logConfig{Level: slog.LevelDebug},

@@ -34,10 +34,13 @@ type clientConfig struct {
 	// GracefulRestart is asked of servers; negative turns the extensions off.
 	GracefulRestart time.Duration
 	Name            string
-	HTTP            string
-	Cleanup         bool
-	TLS             tlsConfig
-	Log             logConfig
+	// AdoptGrace keeps kernel routes found at start until the servers have
+	// resent their tables (negative: remove them at start).
+	AdoptGrace time.Duration
+	HTTP       string
+	Cleanup    bool
+	TLS        tlsConfig
+	Log        logConfig
 }
 
 // clientFlags are the raw flags of "metalbond client".
@@ -53,6 +56,7 @@ type clientFlags struct {
 	gracePeriod     string
 	gracefulRestart string
 	name            string
+	adoptGrace      string
 	http            string
 	cleanup         bool
 	tls             tlsFlags
@@ -128,6 +132,8 @@ are the long flag names (flags on the command line win):
 		"keep the routes learned from a server whose session ended for this `duration` (e.g. 30s), so that a quick reconnect does not flap them; 0 removes them at once")
 	fs.StringVar(&f.gracefulRestart, "graceful-restart", "60s",
 		"with servers that support graceful restart, ask them to keep this client's routes for this `duration` when its session ends (a restart), and keep theirs as long until they have resent their tables; 0 speaks plain v1 without extensions")
+	fs.StringVar(&f.adoptGrace, "adopt-grace", "60s",
+		"keep the routes of ours found in the kernel at start for up to this `duration`, until the servers have resent their tables, so that a restart does not flap them; 0 removes them at start")
 	fs.StringVar(&f.name, "name", "",
 		"`name` that identifies this client to servers across restarts, for graceful restart; must differ between clients on one host (default: the host name)")
 	fs.StringVar(&f.http, "http", "",
@@ -216,6 +222,12 @@ func (f *clientFlags) parse() (clientConfig, error) {
 		return c, flagError("name", f.name, errors.New("longer than 255 bytes"))
 	}
 	c.Name = f.name
+	if c.AdoptGrace, err = parseSeconds(f.adoptGrace); err != nil {
+		return c, flagError("adopt-grace", f.adoptGrace, err)
+	}
+	if c.AdoptGrace == 0 {
+		c.AdoptGrace = -1 // remove at start
+	}
 	if f.http != "" {
 		if err := checkAddr(f.http, true); err != nil {
 			return c, flagError("http", f.http, err)
@@ -257,10 +269,11 @@ func runClient(ctx context.Context, cfg clientConfig, log *slog.Logger, _ io.Wri
 			tables[m.VNI] = m.Table
 		}
 		inst, err = kernel.New(kernel.Config{
-			Tables:   tables,
-			Device:   cfg.Tun,
-			IPv4Only: cfg.IPv4Only,
-			Logger:   log,
+			Tables:     tables,
+			Device:     cfg.Tun,
+			IPv4Only:   cfg.IPv4Only,
+			AdoptGrace: cfg.AdoptGrace,
+			Logger:     log,
 		})
 		if err != nil {
 			return fmt.Errorf("route installer: %w", err)
