@@ -264,10 +264,10 @@ type client struct {
 	stopFn    func()
 }
 
-func startClient(t testing.TB, name string, servers []string, subs []route.VNI, announce []route.Route) *client {
+func startClient(t testing.TB, name string, servers []string, subs []route.VNI, announce []route.Route, mod ...func(*metalbond.ClientConfig)) *client {
 	t.Helper()
 	rec := newRecorder()
-	mc, err := metalbond.NewClient(metalbond.ClientConfig{
+	cfg := metalbond.ClientConfig{
 		Servers:   servers,
 		Installer: rec,
 		RetryMin:  20 * time.Millisecond,
@@ -276,7 +276,11 @@ func startClient(t testing.TB, name string, servers []string, subs []route.VNI, 
 		// of a server whose session ended at once, instead of keeping
 		// them for a graceful restart, so tables are exact at every step.
 		GracefulRestart: -1,
-	})
+	}
+	for _, f := range mod {
+		f(&cfg)
+	}
+	mc, err := metalbond.NewClient(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
