@@ -30,6 +30,7 @@ type serverConfig struct {
 	SyncDelay       time.Duration
 	Limits          metalbond.Limits
 	TLS             tlsConfig
+	Etcd            etcdConfig
 	Log             logConfig
 }
 
@@ -44,6 +45,7 @@ type serverFlags struct {
 	handshakeTimeout string
 	limits           metalbond.Limits
 	tls              tlsFlags
+	etcd             etcdFlags
 	log              logFlags
 }
 
@@ -61,6 +63,11 @@ client certificates and --tls-authz limits each certificate identity to its
 VNIs. Plain v1 peers are then accepted only on --plain-listen. SIGHUP rereads
 the certificate, key, CA bundle and authorization file without dropping
 sessions (see docs/security.md).
+
+With --etcd, the server joins a cluster of route servers that share their
+routes through etcd: clients may connect to any two or three of them and
+still learn every route (see docs/scale-out.md); /readyz is then also false
+while the server is not in sync with etcd.
 
 With --http it serves a status page at /, the route table at /routes.json
 and /routes.yaml, a JSON API under /api/v1/, Prometheus metrics at /metrics,
@@ -107,6 +114,7 @@ in a YAML file given with --config, whose keys are the long flag names:
 	fs.IntVar(&f.limits.MaxRoutesPerVNI, "max-routes-per-vni", 0, "ignore (and count) new routes in a VNI beyond this `number` (0: unlimited)")
 	fs.IntVar(&f.limits.MaxSubscriptionsPerPeer, "max-subscriptions-per-peer", 0, "ignore (and count) subscriptions of a peer beyond this `number` of VNIs (0: unlimited)")
 	f.tls.registerServer(fs)
+	f.etcd.register(fs)
 	f.log.register(fs)
 	fs.StringVar(&f.config, "config", "",
 		"read settings from this YAML `file`: keys are these flags' long names; flags on the command line override it")
@@ -158,6 +166,9 @@ func (f *serverFlags) parse() (serverConfig, error) {
 	if c.TLS, err = f.tls.parseServer(); err != nil {
 		return c, err
 	}
+	if c.Etcd, err = f.etcd.parse(); err != nil {
+		return c, err
+	}
 	if c.Log, err = f.log.config(); err != nil {
 		return c, err
 	}
@@ -172,6 +183,12 @@ func runServer(ctx context.Context, cfg serverConfig, log *slog.Logger, _ io.Wri
 	}
 	// The fan-out histogram exists before the server, whose hook feeds it.
 	fanout := metrics.NewFanout()
+	// The cluster member exists before the server, which reports its
+	// local routes to the member's sink.
+	member, err := newMember(cfg.Etcd, log)
+	if err != nil {
+		return err
+	}
 	srv, err := metalbond.NewServer(metalbond.ServerConfig{
 		Keepalive:       cfg.Keepalive,
 		GracefulRestart: cfg.GracefulRestart,
@@ -180,6 +197,7 @@ func runServer(ctx context.Context, cfg serverConfig, log *slog.Logger, _ io.Wri
 		Logger:          log,
 		Authorizer:      sec.authorizer,
 		ObserveFanout:   fanout.Observe,
+		Sink:            sinkOf(member),
 	})
 	if err != nil {
 		return err
@@ -228,6 +246,9 @@ func runServer(ctx context.Context, cfg serverConfig, log *slog.Logger, _ io.Wri
 	if plainLn != nil {
 		g.Go(func() error { return srv.Serve(ctx, plainLn) })
 	}
+	if member != nil {
+		g.Go(func() error { return member.Run(ctx, srv) })
+	}
 	g.Go(func() error {
 		reload := sec.reload
 		if sec.authorizer != nil {
@@ -246,6 +267,9 @@ func runServer(ctx context.Context, cfg serverConfig, log *slog.Logger, _ io.Wri
 			Ready: func() error {
 				if !listening.Load() {
 					return errNotListening
+				}
+				if member != nil && !member.Ready() {
+					return errClusterNotReady
 				}
 				return nil
 			},
