@@ -78,6 +78,9 @@ type Server struct {
 	mu    sync.RWMutex // guards the following
 	vnis  map[route.VNI]*vniState
 	peers map[*serverPeer]struct{}
+	// closedMessages counts the messages received by sessions that ended,
+	// by type, so that totals survive sessions.
+	closedMessages [7]uint64
 
 	nextID       atomic.Uint32
 	nextExternal atomic.Uint32
@@ -281,8 +284,12 @@ func (s *Server) servePeer(ctx context.Context, conn net.Conn) {
 		p.withdrawAll()
 	}
 
+	in := p.sess.Info()
 	s.mu.Lock()
 	delete(s.peers, p)
+	for t, n := range in.Messages {
+		s.closedMessages[t] += n
+	}
 	s.mu.Unlock()
 
 	switch {

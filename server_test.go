@@ -228,3 +228,17 @@ func TestObserveFanout(t *testing.T) {
 		}
 	}
 }
+
+func TestMessageCountersSurviveSessions(t *testing.T) {
+	srv, addr := startServer(t, metalbond.ServerConfig{})
+	p := dialRaw(t, addr)
+	p.send(wire.Subscribe{VNI: 1})
+	p.send(wire.Update{Action: wire.ActionAdd, Route: mustRoute(t, "1#10.0.0.0/8#2001:db8::1")})
+	waitFor(t, func() bool { return srv.Stats().MessagesReceived["UPDATE"] == 1 })
+	p.conn.Close()
+	waitFor(t, func() bool { return len(srv.Peers()) == 0 })
+	st := srv.Stats()
+	if st.MessagesReceived["UPDATE"] != 1 || st.MessagesReceived["SUBSCRIBE"] != 1 || st.MessagesReceived["HELLO"] != 1 {
+		t.Fatalf("after the session ended: %v", st.MessagesReceived)
+	}
+}

@@ -112,6 +112,10 @@ type ServerStats struct {
 	// StaleRoutes is the number of routes currently kept for peers in
 	// graceful restart.
 	StaleRoutes int
+	// MessagesReceived counts the messages received from all peers, past
+	// and present, by type name (HELLO, KEEPALIVE, SUBSCRIBE, UNSUBSCRIBE,
+	// UPDATE, END_OF_SYNC).
+	MessagesReceived map[string]uint64
 }
 
 // Stats returns the server's counters.
@@ -135,6 +139,20 @@ func (s *Server) Stats() ServerStats {
 		st.Refused[k.String()] = s.refusals.counts[k].load()
 	}
 	st.StaleRoutes = s.StaleRoutes()
+	st.MessagesReceived = make(map[string]uint64, len(messageTypeNames)-1)
+	s.mu.RLock()
+	total := s.closedMessages
+	for p := range s.peers {
+		for t, n := range p.sess.Info().Messages {
+			total[t] += n
+		}
+	}
+	s.mu.RUnlock()
+	for t, n := range total {
+		if t > 0 {
+			st.MessagesReceived[messageTypeNames[t]] = n
+		}
+	}
 	return st
 }
 
