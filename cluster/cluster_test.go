@@ -74,9 +74,11 @@ func TestClusterEmbedded(t *testing.T) {
 			}
 		}
 	}()
-	d = waitTables(t, testTTL+3*time.Second, live, live)
+	d = waitTables(t, testTTL+5*time.Second, live, live)
 	t.Logf("convergence after a server crash (lease TTL %v): %v", testTTL, time.Since(start))
-	if d > testTTL+1500*time.Millisecond {
+	// etcd looks for expired leases every 500ms; the rest is slack for
+	// a loaded machine.
+	if d > testTTL+2*time.Second {
 		t.Errorf("the crashed server's routes took %v to go, lease TTL %v", d, testTTL)
 	}
 	if got, _ := c[3].rec.snapshot(); len(got) != 0 {

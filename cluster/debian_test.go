@@ -137,7 +137,7 @@ func TestDebianEtcdCluster(t *testing.T) {
 	start := time.Now()
 	s[1].crash()
 	live := []*client{c[0], c[1], c[2], c[4], c[5]}
-	waitTables(t, testTTL+3*time.Second, live, live)
+	waitTables(t, testTTL+5*time.Second, live, live)
 	t.Logf("convergence after a route server crash (lease TTL %v): %v", testTTL, time.Since(start))
 
 	// The leading etcd member is killed; the others elect a new leader
