@@ -309,13 +309,20 @@ func (c *Client) keepTime(sess *session.Session) time.Duration {
 }
 
 // sessionDown forgets a session that ended and withdraws the routes it
-// delivered, now or, to ride out a restart, when a later session has
-// re-synced (END_OF_SYNC) or keep has passed. It reports whether the
-// session had been established.
+// delivered: now if another server's session has a complete view, or else,
+// to ride out a restart, when a later session has re-synced (END_OF_SYNC)
+// or keep has passed. It reports whether the session had been established.
 func (c *Client) sessionDown(cc *clientConn, id routetable.SourceID, keep time.Duration) bool {
 	c.mu.Lock()
 	wasUp := cc.established
 	cc.established = false
+	// Another server's complete, current view makes this session's routes
+	// redundant: there is nothing to ride out.
+	for _, o := range c.conns {
+		if o != cc && c.fullySynced(o) {
+			keep = 0
+		}
+	}
 	if keep > 0 && wasUp {
 		ss := &staleSession{id: id, synced: make(map[route.VNI]bool)}
 		cc.stale = append(cc.stale, ss)
@@ -347,52 +354,72 @@ func (cc *clientConn) removeStale(ss *staleSession) bool {
 }
 
 // synced is called when the current session of cc has received the whole
-// table of vni (END_OF_SYNC): routes of vni that earlier sessions held and
-// the server no longer has are withdrawn now.
+// table of vni (END_OF_SYNC). Every server has the same table, so routes of
+// vni that ended sessions (of any server) held and this view lacks are
+// withdrawn now; routes in both are kept without a flap.
 func (c *Client) synced(cc *clientConn, vni route.VNI) {
+	type staleRef struct {
+		cc *clientConn
+		ss *staleSession
+	}
 	c.mu.Lock()
-	var done []*staleSession
+	cc.syncedVNIs[vni] = true
+	var done []staleRef
 	n := 0
-	for _, ss := range cc.stale {
-		for _, r := range c.recv.Routes(vni) {
-			if slices.Contains(c.recv.Holders(r), ss.id) && c.recv.Remove(r, ss.id) {
-				c.installQ = append(c.installQ, installOp{add: false, r: r})
-				n++
+	var routes []route.Route
+	for _, o := range c.conns {
+		for _, ss := range o.stale {
+			if routes == nil {
+				routes = c.recv.Routes(vni)
+			}
+			for _, r := range routes {
+				if slices.Contains(c.recv.Holders(r), ss.id) && c.recv.Remove(r, ss.id) {
+					c.installQ = append(c.installQ, installOp{add: false, r: r})
+					n++
+				}
+			}
+			ss.synced[vni] = true
+			all := true
+			for v := range c.subs {
+				all = all && ss.synced[v]
+			}
+			if all {
+				done = append(done, staleRef{o, ss})
 			}
 		}
-		ss.synced[vni] = true
-		all := true
-		for v := range c.subs {
-			all = all && ss.synced[v]
-		}
-		if all {
-			done = append(done, ss)
-		}
 	}
-	for _, ss := range done {
-		ss.timer.Stop()
-		cc.removeStale(ss)
+	for _, d := range done {
+		d.ss.timer.Stop()
+		d.cc.removeStale(d.ss)
 	}
-	if !c.everSynced {
-		cc.syncedVNIs[vni] = true
-		all := true
-		for v := range c.subs {
-			all = all && cc.syncedVNIs[v]
-		}
-		if all {
-			c.everSynced = true
-			c.installQ = append(c.installQ, installOp{synced: true})
-			n++ // wake the installer
-		}
+	if !c.everSynced && c.fullySynced(cc) {
+		c.everSynced = true
+		c.installQ = append(c.installQ, installOp{synced: true})
+		n++ // wake the installer
 	}
 	c.mu.Unlock()
-	for _, ss := range done {
-		c.dropSource(ss.id)
+	for _, d := range done {
+		c.dropSource(d.ss.id)
 	}
 	if n > 0 {
 		c.log.Info("resynced", "peer", cc.addr, "vni", vni, "stale_routes_withdrawn", n)
 		c.wakeInstaller()
 	}
+}
+
+// fullySynced reports whether the current session of cc is established
+// and has received the whole table of every subscribed VNI. Client.mu is
+// held.
+func (c *Client) fullySynced(cc *clientConn) bool {
+	if !cc.established {
+		return false
+	}
+	for v := range c.subs {
+		if !cc.syncedVNIs[v] {
+			return false
+		}
+	}
+	return true
 }
 
 // dropSource withdraws every received route whose last holder was id.

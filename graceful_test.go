@@ -126,3 +126,30 @@ func TestSyncNotifier(t *testing.T) {
 	case <-time.After(100 * time.Millisecond):
 	}
 }
+
+// With two servers, losing one does not leave its routes stale: the other,
+// synced server's view is complete. (In a cluster, withdrawals of the lost
+// server's own clients then arrive through the others within the lease.)
+func TestLostServerRoutesDropWhenAnotherIsSynced(t *testing.T) {
+	srv1, addr1 := startServer(t, metalbond.ServerConfig{SyncDelay: -1})
+	_, addr2 := startServer(t, metalbond.ServerConfig{SyncDelay: -1})
+	sub := startClient(t, []string{addr1, addr2})
+	sub.subscribe(t, 45)
+	// Only server 1 has this route (its announcer talks to server 1 only).
+	a := startClient(t, []string{addr1})
+	r := mustRoute(t, "45#10.45.0.0/16#2001:db8::1")
+	a.announce(t, r)
+	sub.inst.waitRoutes(t, []route.Route{r})
+	waitFor(t, func() bool {
+		for _, p := range sub.Peers() {
+			if p.State != "ESTABLISHED" {
+				return false
+			}
+		}
+		return true
+	})
+	stopServer(srv1)
+	// Server 2 is established and synced and does not have the route: it
+	// goes at once, not after the 60 s graceful restart time.
+	sub.inst.waitRoutes(t, nil)
+}
