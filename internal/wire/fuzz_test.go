@@ -190,7 +190,7 @@ func modelFrames(data []byte) ([]frameOf, error) {
 			return out, io.ErrUnexpectedEOF
 		case data[0] != Version:
 			return out, ErrBadVersion
-		case data[3] < 1 || data[3] > 5:
+		case data[3] < 1 || data[3] > 6: // 6 is END_OF_SYNC, an extension
 			return out, ErrUnknownType
 		}
 		n := int(data[1])*256 + int(data[2])
