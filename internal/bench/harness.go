@@ -9,7 +9,10 @@ import (
 // Harness runs the fan-out and join paths against a server at an address,
 // for Go benchmarks (see bench_test.go in the module root), which time
 // only the calls they are interested in. It uses lean raw peers: one
-// announcer, S subscribers of one VNI, and an observer for barriers.
+// announcer, S subscribers of one VNI, and an observer for barriers. The
+// peers advertise the END_OF_SYNC extension, as the client library does,
+// so that a server's special treatment of plain v1 peers (pacing) is not
+// what is measured; the scenario tool measures plain v1 peers by default.
 //
 // A Harness is not safe for concurrent use.
 type Harness struct {
@@ -31,7 +34,7 @@ type Harness struct {
 // later call.
 func NewHarness(ctx context.Context, addr string, n, s int) (*Harness, error) {
 	e := &env{
-		cfg: Defaults(Config{Scenario: "fanout", N: n, S: s}),
+		cfg: Defaults(Config{Scenario: "fanout", N: n, S: s, Ext: true}),
 		ctx: ctx,
 		srv: &externalServer{addr: addr},
 		res: &Result{Metrics: map[string]float64{}},
