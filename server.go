@@ -233,7 +233,10 @@ type serverPeer struct {
 	// Owned by the session's reader goroutine.
 	frame     []byte
 	congested []*session.Session
-	routes    int // routes p holds, counted when Limits.MaxRoutesPerPeer is set
+	batchVNI  *vniState // locked while a batch is pending
+	batch     []byte    // encoded UPDATEs of the batch, not yet fanned out
+	batchN    int       // UPDATEs in batch
+	routes    int       // routes p holds, counted when Limits.MaxRoutesPerPeer is set
 }
 
 func (s *Server) servePeer(ctx context.Context, conn net.Conn) {
@@ -341,6 +344,7 @@ func (p *serverPeer) Established(s *session.Session) {
 
 // Handle implements session.Handler: it applies one message of the peer.
 func (p *serverPeer) Handle(_ *session.Session, m wire.Message) error {
+	p.flush()
 	switch m := m.(type) {
 	case wire.Subscribe:
 		if p.perms != nil && !p.perms.MaySubscribe(m.VNI) {
@@ -373,6 +377,7 @@ func (p *serverPeer) subscriptions() int {
 func (p *serverPeer) HandleUpdate(_ *session.Session, u *wire.Update) error {
 	p.srv.stats.updatesReceived.Add(1)
 	if p.perms != nil && !p.perms.MayAnnounce(u.Route.VNI) {
+		p.flush()
 		p.srv.stats.authRefusedMsgs.Add(1)
 		p.log.Warn("update refused by policy", "vni", u.Route.VNI, "prefix", u.Route.Prefix)
 		return nil
@@ -476,10 +481,20 @@ func (p *serverPeer) update(a wire.Action, r route.Route) {
 	}
 	sink := p.srv.cfg.Sink
 	lim := &p.srv.cfg.Limits
-	st.mu.Lock()
+	// Updates are applied in batches (all the peer's messages that one
+	// read brought, up to maxBatch bytes of fan-out): the VNI stays locked
+	// from the batch's first update until flush fans the batch out, so a
+	// table change and its fan-out stay atomic with respect to
+	// subscriptions, and each subscriber gets one queue operation per
+	// batch instead of one per route.
+	if p.batchVNI != st {
+		p.flush()
+		st.mu.Lock()
+		p.batchVNI = st
+	}
 	if lim.MaxRoutesPerPeer > 0 || lim.MaxRoutesPerVNI > 0 {
 		if kind, ok := p.checkRouteLimits(st, a, r); !ok {
-			st.mu.Unlock()
+			p.flush()
 			p.srv.refuse(p.log, kind, "vni", r.VNI, "prefix", r.Prefix)
 			return
 		}
@@ -495,39 +510,73 @@ func (p *serverPeer) update(a wire.Action, r route.Route) {
 		local = held && !st.hasLocalHolder(r.Prefix, r.NextHop)
 	}
 	if changed {
-		p.frame = wire.AppendUpdate(p.frame[:0], a, r)
-		p.congested = p.srv.fanout(st, p.frame, p, p.congested)
+		p.batch = wire.AppendUpdate(p.batch, a, r)
+		p.batchN++
 	}
 	if local {
 		sink.LocalRoute(r, a == wire.ActionAdd)
 	}
-	st.mu.Unlock()
 	if p.srv.log.Enabled(context.Background(), slog.LevelDebug) {
+		p.flush() // no logging under the VNI's lock
 		p.log.Debug("update", "action", a, "vni", r.VNI, "prefix", r.Prefix, "nexthop", r.NextHop, "changed", changed)
 	}
+	if len(p.batch) >= maxBatch {
+		p.flush()
+	}
+}
+
+// maxBatch bounds a batch of updates in bytes, and so how long one
+// announcer keeps a VNI locked (about a millisecond).
+const maxBatch = 64 << 10
+
+// flush fans the pending batch out, unlocks its VNI and applies
+// back-pressure. It is called by the reader goroutine only.
+func (p *serverPeer) flush() {
+	st := p.batchVNI
+	if st == nil {
+		return
+	}
+	if p.batchN > 0 {
+		p.congested = p.srv.fanoutN(st, p.batch, p.batchN, p, p.congested)
+	}
+	st.mu.Unlock()
+	p.batchVNI, p.batch, p.batchN = nil, p.batch[:0], 0
 	p.congested = applyBackPressure(p.congested)
 }
+
+// EndBatch implements session.BatchHandler: the peer has nothing more
+// buffered, so the batch goes out now.
+func (p *serverPeer) EndBatch(*session.Session) { p.flush() }
 
 // fanout queues frame, one UPDATE, to every subscriber of st except
 // except, and appends those whose queues are congested to congested.
 // st.mu is held.
 func (s *Server) fanout(st *vniState, frame []byte, except *serverPeer, congested []*session.Session) []*session.Session {
+	return s.fanoutN(st, frame, 1, except, congested)
+}
+
+// fanoutN is fanout for frames holding updates UPDATEs.
+func (s *Server) fanoutN(st *vniState, frames []byte, updates int, except *serverPeer, congested []*session.Session) []*session.Session {
 	n := 0
 	for _, sub := range st.subs {
 		if sub == except {
 			continue
 		}
-		if sub.sess.Send(frame, 1) {
+		if sub.sess.Send(frames, updates) {
 			congested = append(congested, sub.sess)
 		}
 		n++
 	}
-	s.stats.updatesSent.Add(uint64(n))
-	if obs := s.cfg.ObserveFanout; obs != nil && n > 0 && s.fanoutSeq.Add(1)%fanoutSample == 0 {
-		t := session.NewTracker(n, obs)
-		for _, sub := range st.subs {
-			if sub != except && !sub.sess.Track(t) {
-				t.Done() // a closed session does not hold the measurement up
+	s.stats.updatesSent.Add(uint64(n * updates))
+	if obs := s.cfg.ObserveFanout; obs != nil && n > 0 {
+		// One sample per fanoutSample updates: a batch may hold several.
+		seq := s.fanoutSeq.Add(uint64(updates))
+		for k := seq/fanoutSample - (seq-uint64(updates))/fanoutSample; k > 0; k-- {
+			t := session.NewTracker(n, obs)
+			for _, sub := range st.subs {
+				if sub != except && !sub.sess.Track(t) {
+					t.Done() // a closed session does not hold the measurement up
+				}
 			}
 		}
 	}

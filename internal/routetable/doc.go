@@ -44,8 +44,9 @@
 // shrinks with the table; so do the hash indexes. The Go maps (per source
 // and per nexthop) only shrink when the Shard empties.
 //
-// The hash indexes are keyed with a per-Shard random seed (hash/maphash), so
-// that peers cannot choose prefixes that collide.
+// The hash indexes use a multiply-fold hash (as in wyhash) of the 18-byte
+// key, keyed with three random 64-bit secrets per Shard, so that peers
+// cannot choose prefixes that collide.
 //
 // A route held by one source costs 56 bytes of records plus 11 to 21 bytes
 // of index slots, depending on where the index sizes fall between

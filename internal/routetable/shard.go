@@ -1,7 +1,9 @@
 package routetable
 
 import (
-	"hash/maphash"
+	"encoding/binary"
+	"math/bits"
+	"math/rand/v2"
 	"net/netip"
 	"slices"
 
@@ -49,8 +51,8 @@ type sourceList struct {
 // A Shard stores fewer than 2³² routes, and as many (route, source) pairs:
 // positions in it are 32-bit.
 type Shard struct {
-	vni  route.VNI
-	seed maphash.Seed
+	vni        route.VNI
+	k0, k1, k2 uint64 // random secrets of hashPrefix
 
 	routes   slab[routeEnt] // dense: removal moves the last record into the hole
 	holds    slab[holdEnt]  // dense, likewise
@@ -64,7 +66,9 @@ type Shard struct {
 func NewShard(vni route.VNI) *Shard {
 	return &Shard{
 		vni:      vni,
-		seed:     maphash.MakeSeed(),
+		k0:       rand.Uint64() | 1,
+		k1:       rand.Uint64() | 1,
+		k2:       rand.Uint64() | 1,
 		byPrefix: index{prefixOnly: true},
 	}
 }
@@ -261,8 +265,22 @@ func (h Holders) first() uint32 {
 	return h.head
 }
 
-// hashPrefix returns the hash of k under the seed of s.
-func (s *Shard) hashPrefix(k *prefixKey) uint64 { return maphash.Bytes(s.seed, k[:]) }
+// hashPrefix returns the hash of k under the secrets of s.
+func (s *Shard) hashPrefix(k *prefixKey) uint64 {
+	// Two 64-bit halves and the 2-byte tail, each mixed with a secret of
+	// the Shard (wyhash-style multiply-fold): a few nanoseconds, against
+	// tens for maphash.Bytes on 18 bytes.
+	a := binary.LittleEndian.Uint64(k[0:8]) ^ s.k0
+	b := binary.LittleEndian.Uint64(k[8:16]) ^ s.k1
+	c := uint64(k[16]) | uint64(k[17])<<8
+	return mix(mix(a, b), c^s.k2)
+}
+
+// mix is the 128-bit multiply-fold of wyhash.
+func mix(a, b uint64) uint64 {
+	hi, lo := bits.Mul64(a, b^0xe7037ed1a0b428db)
+	return hi ^ lo
+}
 
 // routeHash derives the hash of a (prefix, nexthop ID) pair from the hash
 // of the prefix. The final mixing steps (those of MurmurHash3's 64-bit

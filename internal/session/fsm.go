@@ -79,22 +79,32 @@ const (
 // SUBSCRIBE, UNSUBSCRIBE, UPDATE and END_OF_SYNC are delivered only when
 // established (END_OF_SYNC only if negotiated; the session checks that).
 // Anything else is a protocol error.
+// The action lists transition returns. They are shared and must not be
+// modified: returning a fresh slice would cost an allocation per message.
+var (
+	actsSendHello            = []action{actSendHello}
+	actsSendKeepalive        = []action{actSendKeepalive}
+	actsEstablished          = []action{actEstablished}
+	actsKeepaliveEstablished = []action{actSendKeepalive, actEstablished}
+	actsDeliver              = []action{actDeliver}
+)
+
 func transition(role Role, st State, t wire.Type) (State, []action, error) {
 	switch {
 	case role == RoleClient && st == StateHelloSent && t == wire.TypeHello:
-		return StateHelloReceived, []action{actSendKeepalive}, nil
+		return StateHelloReceived, actsSendKeepalive, nil
 	case role == RoleClient && st == StateHelloReceived && t == wire.TypeKeepalive:
-		return StateEstablished, []action{actEstablished}, nil
+		return StateEstablished, actsEstablished, nil
 	case role == RoleClient && st == StateEstablished && t == wire.TypeKeepalive:
 		return st, nil, nil
 	case role == RoleServer && st == StateConnecting && t == wire.TypeHello:
-		return StateHelloReceived, []action{actSendHello}, nil
+		return StateHelloReceived, actsSendHello, nil
 	case role == RoleServer && st == StateHelloReceived && t == wire.TypeKeepalive:
-		return StateEstablished, []action{actSendKeepalive, actEstablished}, nil
+		return StateEstablished, actsKeepaliveEstablished, nil
 	case role == RoleServer && st == StateEstablished && t == wire.TypeKeepalive:
-		return st, []action{actSendKeepalive}, nil
+		return st, actsSendKeepalive, nil
 	case st == StateEstablished && (t == wire.TypeSubscribe || t == wire.TypeUnsubscribe || t == wire.TypeUpdate || t == wire.TypeEndOfSync):
-		return st, []action{actDeliver}, nil
+		return st, actsDeliver, nil
 	}
 	return st, nil, fmt.Errorf("%w: unexpected %s in state %s", ErrProtocol, t, st)
 }

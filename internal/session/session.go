@@ -104,6 +104,15 @@ type Handler interface {
 	HandleUpdate(s *Session, u *wire.Update) error
 }
 
+// BatchHandler may be implemented by a Handler that batches work across
+// messages: EndBatch is called, from the reader goroutine, whenever the
+// reader has handled every whole message it has buffered and may wait for
+// the peer, and once more when the session ends. Work left pending between
+// calls is therefore never delayed by the network.
+type BatchHandler interface {
+	EndBatch(s *Session)
+}
+
 // Session is one conversation with a peer. Its methods are safe for
 // concurrent use.
 type Session struct {
@@ -332,7 +341,14 @@ func (s *Session) readLoop() error {
 		return err
 	}
 	var lastSet time.Time = time.Now()
+	bh, _ := s.h.(BatchHandler)
+	if bh != nil {
+		defer bh.EndBatch(s)
+	}
 	for {
+		if bh != nil && st == StateEstablished && !r.HasFrame() {
+			bh.EndBatch(s)
+		}
 		// Refresh the hold timer when a read may block, at most every
 		// hold/8, so the common case of a full buffer costs nothing.
 		if st == StateEstablished && r.Buffered() < wire.HeaderLen+wire.MaxBodyLen {

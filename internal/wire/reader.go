@@ -93,6 +93,17 @@ func (r *Reader) ReadMessage() (Message, error) {
 	return Decode(t, body)
 }
 
+// HasFrame reports whether a whole frame is buffered, so that the next
+// ReadFrame returns without reading from the stream. A caller can use it
+// to finish the work of a batch of frames before it may block.
+func (r *Reader) HasFrame() bool {
+	if r.br.Buffered() < HeaderLen {
+		return false
+	}
+	hdr, _ := r.br.Peek(HeaderLen)
+	return r.br.Buffered() >= HeaderLen+(int(hdr[1])<<8|int(hdr[2]))
+}
+
 // Buffered returns the number of bytes that have been read from the
 // stream but not yet consumed. While it is at least HeaderLen, the next
 // ReadFrame may complete without waiting for the stream, so callers can
