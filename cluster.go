@@ -72,12 +72,18 @@ func (e *ExternalSource) change(r route.Route, a wire.Action) error {
 	}
 	e.mu.Lock()
 	st := e.vnis[r.VNI]
+	if st != nil {
+		st.mu.Lock()
+		if st.dead { // dropped while empty: fetch it again
+			st.mu.Unlock()
+			st = nil
+		}
+	}
 	if st == nil {
-		st = e.srv.vni(r.VNI)
+		st = e.srv.lockVNI(r.VNI)
 		e.vnis[r.VNI] = st
 	}
 	var congested []*session.Session
-	st.mu.Lock()
 	var changed bool
 	if a == wire.ActionAdd {
 		changed = st.routes.Add(r.Prefix, r.NextHop, e.id)
@@ -88,7 +94,12 @@ func (e *ExternalSource) change(r route.Route, a wire.Action) error {
 		e.frame = wire.AppendUpdate(e.frame[:0], a, r)
 		congested = e.srv.fanout(st, e.frame, nil, nil)
 	}
+	empty := st.routes.Len() == 0
 	st.mu.Unlock()
+	if empty {
+		delete(e.vnis, r.VNI)
+		e.srv.dropIfEmpty(r.VNI, st)
+	}
 	e.mu.Unlock()
 	applyBackPressure(congested)
 	return nil

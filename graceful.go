@@ -108,7 +108,8 @@ func (s *Server) releaseStale(p *serverPeer) {
 	s.staleMu.Unlock()
 	for _, sp := range list {
 		sp.timer.Stop()
-		s.withdrawSource(sp.id, sp.announced, p, p.log)
+		// p too: its subscriptions may have delivered it its own old routes.
+		s.withdrawSource(sp.id, sp.announced, nil, p.log)
 	}
 	if len(list) > 0 {
 		p.log.Info("graceful restart complete: stale routes released", "sessions", len(list))

@@ -105,6 +105,9 @@ type vniState struct {
 	mu     sync.Mutex // guards the following
 	routes *routetable.Shard
 	subs   []*serverPeer
+	// dead is set when the state was dropped from Server.vnis for being
+	// empty; whoever finds it set after locking fetches the VNI again.
+	dead bool
 }
 
 type serverCounters struct {
@@ -403,6 +406,32 @@ func (s *Server) vni(vni route.VNI) *vniState {
 	return st
 }
 
+// lockVNI returns the state of vni, locked and alive.
+func (s *Server) lockVNI(vni route.VNI) *vniState {
+	for {
+		st := s.vni(vni)
+		st.mu.Lock()
+		if !st.dead {
+			return st
+		}
+		st.mu.Unlock()
+	}
+}
+
+// dropIfEmpty forgets the state of vni if it holds no routes and has no
+// subscribers, so that VNIs named once do not cost memory forever. It must
+// be called with no VNI lock held.
+func (s *Server) dropIfEmpty(vni route.VNI, st *vniState) {
+	s.mu.Lock()
+	st.mu.Lock()
+	if !st.dead && st.routes.Len() == 0 && len(st.subs) == 0 && s.vnis[vni] == st {
+		delete(s.vnis, vni)
+		st.dead = true
+	}
+	st.mu.Unlock()
+	s.mu.Unlock()
+}
+
 func (p *serverPeer) subscribe(vni route.VNI) {
 	p.mu.Lock()
 	_, dup := p.subs[vni]
@@ -411,10 +440,9 @@ func (p *serverPeer) subscribe(vni route.VNI) {
 		p.log.Debug("duplicate subscription ignored", "vni", vni)
 		return
 	}
-	st := p.srv.vni(vni)
 	eos := p.sess.Negotiated()&wire.FeatureEndOfSync != 0
 	delay := p.srv.cfg.SyncDelay - time.Since(p.srv.started)
-	st.mu.Lock()
+	st := p.srv.lockVNI(vni)
 	st.subs = append(st.subs, p)
 	n := 0
 	p.sess.SendFunc(func(b []byte) ([]byte, int) {
@@ -460,6 +488,7 @@ func (p *serverPeer) unsubscribe(vni route.VNI) {
 	st.mu.Lock()
 	st.removeSub(p)
 	st.mu.Unlock()
+	p.srv.dropIfEmpty(vni, st)
 	p.log.Info("unsubscribed", "vni", vni)
 }
 
@@ -473,8 +502,20 @@ func (st *vniState) removeSub(p *serverPeer) {
 
 func (p *serverPeer) update(a wire.Action, r route.Route) {
 	st, ok := p.announced[r.VNI] // read by the only writer: no lock needed
+	if ok && p.batchVNI != st {
+		p.flush()
+		st.mu.Lock()
+		if st.dead { // dropped while empty: fetch it again
+			st.mu.Unlock()
+			ok = false
+		} else {
+			p.batchVNI = st
+		}
+	}
 	if !ok {
-		st = p.srv.vni(r.VNI)
+		p.flush() // no VNI lock may be held while taking the server's
+		st = p.srv.lockVNI(r.VNI)
+		p.batchVNI = st
 		p.mu.Lock()
 		p.announced[r.VNI] = st
 		p.mu.Unlock()
@@ -487,11 +528,6 @@ func (p *serverPeer) update(a wire.Action, r route.Route) {
 	// table change and its fan-out stay atomic with respect to
 	// subscriptions, and each subscriber gets one queue operation per
 	// batch instead of one per route.
-	if p.batchVNI != st {
-		p.flush()
-		st.mu.Lock()
-		p.batchVNI = st
-	}
 	if lim.MaxRoutesPerPeer > 0 || lim.MaxRoutesPerVNI > 0 {
 		if kind, ok := p.checkRouteLimits(st, a, r); !ok {
 			p.flush()
@@ -617,10 +653,11 @@ func (p *serverPeer) dropSubscriptions() {
 	subs := p.subs
 	p.subs = map[route.VNI]*vniState{}
 	p.mu.Unlock()
-	for _, st := range subs {
+	for vni, st := range subs {
 		st.mu.Lock()
 		st.removeSub(p)
 		st.mu.Unlock()
+		p.srv.dropIfEmpty(vni, st)
 	}
 }
 
@@ -650,6 +687,7 @@ func (s *Server) withdrawSource(id routetable.SourceID, vnis map[route.VNI]*vniS
 			}
 		}
 		st.mu.Unlock()
+		s.dropIfEmpty(vni, st)
 		if n > 0 {
 			log.Info("withdrew routes", "vni", vni, "routes", n)
 		}

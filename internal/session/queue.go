@@ -72,7 +72,16 @@ func (q *queue) mark(t *Tracker) bool {
 	if q.closed {
 		return false
 	}
-	q.marks = append(q.marks, t)
+	switch {
+	case len(q.buf) > 0: // waiting for the writer
+		q.marks = append(q.marks, t)
+	case q.inflight > 0: // taken by the writer, being written
+		q.takenMarks = append(q.takenMarks, t)
+	default: // already written
+		q.mu.Unlock()
+		t.Done()
+		q.mu.Lock()
+	}
 	return true
 }
 
