@@ -446,7 +446,15 @@ func (p *serverPeer) subscribe(vni route.VNI) {
 	st.subs = append(st.subs, p)
 	n := 0
 	p.sess.SendFunc(func(b []byte) ([]byte, int) {
+		first := true
 		st.routes.Range(func(pfx netip.Prefix, nh route.NextHop, h routetable.Holders) bool {
+			if first {
+				// Grow once for the whole table, from the size of the
+				// first frame, instead of doubling as it fills.
+				first = false
+				size := len(wire.AppendUpdate(nil, wire.ActionAdd, route.Route{VNI: vni, Prefix: pfx, NextHop: nh}))
+				b = slices.Grow(b, st.routes.Len()*(size+size/16))
+			}
 			// NAT routes are not sent back to the peer that announced them.
 			if nh.Type == route.NextHopNAT && h.Has(p.id) {
 				return true
