@@ -392,10 +392,10 @@ func (c *Client) synced(cc *clientConn, vni route.VNI) {
 		d.ss.timer.Stop()
 		d.cc.removeStale(d.ss)
 	}
-	if !c.everSynced && c.fullySynced(cc) {
+	notify := !c.everSynced && c.fullySynced(cc)
+	if notify {
 		c.everSynced = true
 		c.installQ = append(c.installQ, installOp{synced: true})
-		n++ // wake the installer
 	}
 	c.mu.Unlock()
 	for _, d := range done {
@@ -403,6 +403,8 @@ func (c *Client) synced(cc *clientConn, vni route.VNI) {
 	}
 	if n > 0 {
 		c.log.Info("resynced", "peer", cc.addr, "vni", vni, "stale_routes_withdrawn", n)
+	}
+	if n > 0 || notify {
 		c.wakeInstaller()
 	}
 }

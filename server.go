@@ -283,10 +283,16 @@ func (s *Server) servePeer(ctx context.Context, conn net.Conn) {
 	p.log.Debug("session accepted")
 	err := p.sess.Run(ctx)
 	established := !p.sess.Info().EstablishedAt.IsZero()
-	if keep := p.gracefulRestartTime(); keep > 0 && ctx.Err() == nil {
+	switch keep := p.gracefulRestartTime(); {
+	case ctx.Err() != nil:
+		// The server is shutting down: its table goes with it. Telling the
+		// subscribers still connected that every route is gone would only
+		// make them flap their kernels across a restart.
+		p.dropSubscriptions()
+	case keep > 0:
 		p.dropSubscriptions()
 		s.keepStale(p, keep)
-	} else {
+	default:
 		p.withdrawAll()
 	}
 

@@ -171,12 +171,14 @@ func (f *clientFlags) parse() (clientConfig, error) {
 			c.Subscribe = append(c.Subscribe, vni)
 		}
 	}
+	seen := make(map[route.Route]bool, len(f.announce))
 	for _, s := range f.announce {
 		r, err := route.Parse(s)
 		if err != nil {
 			return c, flagError("announce", s, trimSubject(err, "route", s))
 		}
-		if !slices.Contains(c.Announce, r) {
+		if !seen[r] {
+			seen[r] = true
 			c.Announce = append(c.Announce, r)
 		}
 	}
