@@ -253,7 +253,7 @@ func (pc *pacing) init(s *Session) {
 //
 // A peer that reads counts as making write progress.
 func (s *Session) pace(n int) (int, error) {
-	if !s.PlainV1() {
+	if !s.cfg.PaceV1 || !s.PlainV1() {
 		return n, nil
 	}
 	pc := &s.pacing

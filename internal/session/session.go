@@ -64,6 +64,11 @@ type Config struct {
 	GracefulRestart time.Duration
 	// Name identifies us across reconnects (advertised in HELLO).
 	Name string
+	// PaceV1 paces writes to plain v1 peers so that a deployed reader
+	// never has 64 KiB unread (pacing.go). It is off by default: in this
+	// version it can stall a fast plain v1 reader that stops advertising
+	// its largest window, which is worse than the overrun it prevents.
+	PaceV1 bool
 }
 
 func (c *Config) setDefaults() {
@@ -494,15 +499,30 @@ func (s *Session) drain() error {
 		if err := s.write(prio); err != nil {
 			return err
 		}
+		// next is the offset in b of the next frame. Paced writes may end
+		// inside a frame; priority frames go out only between frames.
+		next := 0
 		for b := buf; len(b) > 0; {
-			n, err := s.pace(min(len(b), maxWrite))
-			if err != nil {
-				return err
+			n := next
+			if n == 0 {
+				var err error
+				if n, err = s.pace(min(len(b), maxWrite)); err != nil {
+					return err
+				}
 			}
+			// else: finish the frame begun (at most one frame, so
+			// pacing is exceeded by less than wire.MaxBodyLen).
 			if err := s.write(b[:n]); err != nil {
 				return err
 			}
+			for next < n {
+				next += frameLen(b[next:])
+			}
+			next -= n
 			b = b[n:]
+			if next > 0 {
+				continue
+			}
 			// Keepalives queued meanwhile go out between chunks, so a
 			// long backlog never starves them.
 			if p := s.q.takePrio(); len(p) > 0 {
@@ -513,6 +533,12 @@ func (s *Session) drain() error {
 		}
 		s.q.done(buf, s.cfg.HighWater/2)
 	}
+}
+
+// frameLen returns the length of the frame at the start of b, which holds
+// whole frames as queued.
+func frameLen(b []byte) int {
+	return wire.HeaderLen + (int(b[1])<<8 | int(b[2]))
 }
 
 // write writes b; each write must make progress within WriteTimeout.
