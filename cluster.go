@@ -123,15 +123,6 @@ func (e *ExternalSource) Len() int {
 func (e *ExternalSource) Close() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	for vni, st := range e.vnis {
-		var congested []*session.Session
-		st.mu.Lock()
-		st.routes.RemoveSource(e.id, func(pfx netip.Prefix, nh route.NextHop) {
-			e.frame = wire.AppendUpdate(e.frame[:0], wire.ActionRemove, route.Route{VNI: vni, Prefix: pfx, NextHop: nh})
-			congested = e.srv.fanout(st, e.frame, nil, congested)
-		})
-		st.mu.Unlock()
-		applyBackPressure(congested)
-	}
+	e.srv.withdrawSource(e.id, e.vnis, nil, e.srv.log.With("source", e.name))
 	e.vnis = make(map[route.VNI]*vniState)
 }

@@ -684,7 +684,7 @@ func (s *Server) withdrawSource(id routetable.SourceID, vnis map[route.VNI]*vniS
 		n := 0
 		st.mu.Lock()
 		var held []route.Route
-		if s.cfg.Sink != nil {
+		if s.cfg.Sink != nil && isLocalSource(id) {
 			st.routes.RangeSource(id, func(pfx netip.Prefix, nh route.NextHop) bool {
 				held = append(held, route.Route{VNI: vni, Prefix: pfx, NextHop: nh})
 				return true
