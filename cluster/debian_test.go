@@ -2,8 +2,6 @@ package cluster
 
 import (
 	"context"
-	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +13,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/metalbond/metalbond/internal/testport"
 	"github.com/metalbond/metalbond/route"
 )
 
@@ -43,7 +42,7 @@ func startEtcdCluster(t testing.TB) (*etcdCluster, []string) {
 		t.Logf("%s", strings.SplitN(string(out), "\n", 2)[0])
 	}
 	c := &etcdCluster{t: t, dir: t.TempDir()}
-	out := c.run("start", c.dir, strconv.Itoa(freePortRange(t, 6)))
+	out := c.run("start", c.dir, strconv.Itoa(testport.Range(t, "127.0.0.1", 6)))
 	t.Cleanup(func() { c.run("stop", c.dir) })
 	return c, strings.Split(strings.TrimSpace(out), ",")
 }
@@ -86,29 +85,6 @@ func leader(t testing.TB, endpoints []string) int {
 	return 0
 }
 func (c *etcdCluster) restart(member int) { c.run("restart", c.dir, strconv.Itoa(member)) }
-
-// freePortRange returns the first of n consecutive loopback ports that
-// were free a moment ago.
-func freePortRange(t testing.TB, n int) int {
-	t.Helper()
-	for range 100 {
-		base := 20000 + rand.IntN(30000)
-		ok := true
-		for p := base; p < base+n && ok; p++ {
-			ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
-			if err != nil {
-				ok = false
-				continue
-			}
-			ln.Close()
-		}
-		if ok {
-			return base
-		}
-	}
-	t.Fatal("no free port range")
-	return 0
-}
 
 // TestDebianEtcdCluster runs three route servers on a three-member
 // cluster of the etcd that Debian ships (3.4), with clients spread across

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/metalbond/metalbond"
+	"github.com/metalbond/metalbond/internal/testport"
 	"github.com/metalbond/metalbond/route"
 )
 
@@ -37,15 +38,11 @@ func (w tWriter) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// freePort returns a TCP port on 127.0.0.1 that was free a moment ago,
+// outside the ephemeral range (see package testport).
 func freePort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return testport.Range(t, "127.0.0.1", 1)
 }
 
 // embeddedEtcd is a one-member etcd cluster inside the test process that

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -13,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/metalbond/metalbond/internal/testport"
 )
 
 // procSpec describes a metalbond process.
@@ -218,13 +219,10 @@ var httpClient = &http.Client{
 	Timeout:   30 * time.Second,
 }
 
-// freePort returns host:port with a TCP port that was free a moment ago.
+// freePort returns host:port with a TCP port that was free a moment ago,
+// outside the ephemeral range so that no client connection takes it
+// before the process binds it.
 func freePort(t testing.TB, host string) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return testport.Free(t, host)
 }
