@@ -3,22 +3,44 @@ package session
 // Pacing of writes to plain v1 peers (issue 8; docs/pacing.md).
 //
 // The deployed v1 implementation reads its socket into a 65,535-byte buffer
-// and resets the session when a read fills it. So for a peer that advertised
-// no extensions, the writer keeps the bytes the peer has not read yet (its
-// backlog) well below 64 KiB. On Linux the socket tells how far ahead we are:
-// SIOCOUTQ counts the bytes written and not yet acknowledged, and TCP_INFO's
-// tcpi_snd_wnd is the window the peer advertised last, which shrinks by what
-// sits unread in its receive buffer. The backlog estimate is
+// and resets the session when a read fills it; it also spends time on every
+// message. So for a peer that advertised no extensions the writer keeps the
+// bytes the peer may not have read yet — its backlog — well below 64 KiB.
 //
-//	outq + (largest window seen − current window)
+// A sender cannot see its peer read. TCP acknowledges what the peer's
+// kernel received, not what the application read, and a Linux receiver
+// acknowledges at once or late for reasons of its own. What does bound the
+// backlog is memory: the window a receiver advertises never exceeds its free
+// receive buffer, so what it acknowledged and did not read is at most its
+// buffer minus its window. The writer estimates the buffer as Hidden more
+// than the largest window the peer advertised (a receiver caps its window
+// below its free buffer by about the size of what arrives into an empty
+// buffer), and keeps a lower bound of the bytes read:
 //
-// and the writer writes only while it is below a target, in chunks no larger
-// than the room left. Everything else — a fast reader getting full speed, a
-// slow one getting exactly what it can take — follows from polling that
-// estimate often enough: a few yields first (a fast reader answers within
+//	read ≥ acknowledged − (largest window + Hidden − window) − slack − grow
+//
+// acknowledged being written minus SIOCOUTQ and the window tcpi_snd_wnd.
+// Two corrections keep the bound a bound:
+//   - slack: bytes acknowledged without the window shrinking accordingly
+//     (small writes merged into buffer space the peer had already charged)
+//     count as unread until the window is open again;
+//   - grow: bytes acknowledged while the window grows past anything seen
+//     (after receive-buffer autotuning a Linux receiver grows its window and
+//     acknowledges at once with every arrival) count as unread and are
+//     released at the conservative GrowRate.
+//
+// The writer writes while written − read is below Target. When everything
+// is acknowledged and nothing moves, the window may be stale — a receiver
+// announces a reopened window by itself only when it doubles — and small
+// probes, further and further apart, make the peer answer. A receiver also
+// lowers its open window a little over time; when the window stays the same
+// while the peer takes probes for Settle, the writer lowers its idea of the
+// largest window by up to SettleMax.
+//
+// Waiting is polling: a few yields (a fast reader answers within
 // microseconds), then sleeps that double up to a few milliseconds. Where the
-// socket gives no evidence (not TCP, not Linux, a kernel without
-// tcpi_snd_wnd) a fixed rate in small chunks stands in for it.
+// socket gives no evidence (not TCP, not Linux, no tcpi_snd_wnd) a fixed
+// rate in small writes stands in for it.
 
 import (
 	"runtime"
@@ -32,25 +54,33 @@ import (
 // paceParams are the constants of the pacing decision. They live in a struct
 // so that tests can state them; production uses defaultPace.
 type paceParams struct {
-	// Target is the backlog the writer fills a settled peer up to.
+	// Target bounds the backlog: bytes written that the peer may not have
+	// read. The writer may exceed it by the rest of a frame and by probes.
 	Target int
-	// WarmTarget replaces Target until the peer's window has settled: while
-	// its largest window is still growing, the estimate can miss up to the
-	// growth still to come.
-	WarmTarget int
-	// Settle is how many bytes must be written without the largest window
-	// growing by more than SettleSlack before the peer counts as settled.
-	Settle, SettleSlack int
-	// MinChunk is the smallest write worth making when there is room for
-	// less than what is waiting.
-	MinChunk int
-	// Probe is the size of a write made to learn the peer's window when the
-	// socket has gone quiet: a reader that emptied its buffer does not always
-	// announce the larger window by itself. ProbeSlack is how far a probe
-	// may take the estimate above the target, ProbeAfter how long the
-	// evidence must have been unchanged first.
-	Probe, ProbeSlack int
-	ProbeAfter        time.Duration
+	// Hidden is how much larger than its largest window the peer's
+	// receive buffer is taken to be.
+	Hidden int
+	// OpenSlack is how far below its largest window a window still counts
+	// as open (receivers round and lower it a little).
+	OpenSlack int
+	// GrowRate is the rate, in bytes per second, at which bytes
+	// acknowledged while the window grew are taken as read.
+	GrowRate int
+	// Segment bounds one write; MinChunk is the smallest write worth
+	// making when there is room for less than what is waiting (small
+	// segments make a Linux receiver lower its window).
+	Segment, MinChunk int
+	// Probes: the first is Probe bytes, each further one twice as large up
+	// to ProbeMaxSize; they come ProbeAfter apart, doubling up to
+	// ProbeMaxGap; ProbeSlack is how far they may take the backlog above
+	// Target.
+	Probe, ProbeMaxSize, ProbeSlack int
+	ProbeAfter, ProbeMaxGap         time.Duration
+	// Settle is how long the window must stay the same, with everything
+	// acknowledged and probes taken, before the writer lowers its idea of
+	// the largest window to it, by at most SettleMax.
+	Settle    time.Duration
+	SettleMax int
 	// Yields is the number of polls that only yield the processor before
 	// the writer starts to sleep; MinSleep and MaxSleep bound the sleeps,
 	// which double from one poll to the next.
@@ -62,26 +92,30 @@ type paceParams struct {
 	FallbackRate, FallbackChunk int
 }
 
-// defaultPace are the production parameters. The 65,535-byte limit of the
-// deployed reader is far from Target even when the estimate errs by a whole
-// window growth (see docs/pacing.md for the figures).
+// defaultPace are the production parameters (docs/pacing.md has the
+// measurements behind them).
 var defaultPace = paceParams{
-	Target:        32 << 10,
-	WarmTarget:    16 << 10,
-	Settle:        128 << 10,
-	SettleSlack:   4 << 10,
-	MinChunk:      1 << 10,
-	Probe:         1 << 10,
-	ProbeSlack:    8 << 10,
+	Target:        48 << 10,
+	Hidden:        32 << 10,
+	OpenSlack:     8 << 10,
+	GrowRate:      256 << 10,
+	Segment:       8 << 10,
+	MinChunk:      4 << 10,
+	Probe:         64,
+	ProbeMaxSize:  2 << 10,
+	ProbeSlack:    4 << 10,
 	ProbeAfter:    2 * time.Millisecond,
-	Yields:        24,
+	ProbeMaxGap:   128 * time.Millisecond,
+	Settle:        time.Second,
+	SettleMax:     16 << 10,
+	Yields:        8,
 	MinSleep:      250 * time.Microsecond,
 	MaxSleep:      4 * time.Millisecond,
 	FallbackRate:  256 << 10,
 	FallbackChunk: 4 << 10,
 }
 
-// sample is what the socket says about the peer at one moment.
+// sample is what the socket says at one moment.
 type sample struct {
 	// Outq is the number of bytes written and not yet acknowledged
 	// (SIOCOUTQ), in flight or still in our send buffer.
@@ -90,82 +124,129 @@ type sample struct {
 	Wnd int
 }
 
-// paceState is what the decision remembers between samples. It is owned by
-// the writer goroutine.
+// paceState is what the decision remembers. It is owned by the writer
+// goroutine.
 type paceState struct {
-	peak      int       // largest window seen: the peer's window when it has read everything
-	sinceGrow int       // bytes allowed since peak last grew by more than SettleSlack
-	last      sample    // previous sample
-	lastAt    time.Time // when the samples last changed
-	polls     int       // consecutive decisions to wait
-	started   bool
+	started bool
+	written int64 // bytes written through pace
+	read    int64 // lower bound of the bytes the peer has read
+	acked   int64 // written minus Outq at the previous sample
+	peak    int   // largest window seen (lowered by settling)
+	slack   int64 // bytes acknowledged without a matching shrink of the window
+	grow    int64 // bytes acknowledged while the window grew
+	last    sample
+	prevAt  time.Time // previous decision
+	lastAt  time.Time // when the samples last changed, or the writer last wrote
+	polls   int       // consecutive decisions to wait
+	probes  int       // probes since the window last changed
+
+	stableSince  time.Time // since when the window has been last.Wnd
+	stableProbes int       // probes written since then
 }
 
 // decision is the outcome of one pacing decision.
 type decision struct {
 	// Allow is how many bytes may be written now; zero means wait.
 	Allow int
+	// Probe is set when the bytes are a probe.
+	Probe bool
 	// Wait is how long to wait before asking again when Allow is zero;
 	// zero means yield the processor once.
 	Wait time.Duration
-	// Backlog is the estimate of bytes written that the peer has not read.
+	// Backlog is the bound of bytes written that the peer has not read.
 	Backlog int
-	// Probe is set when Allow is a probe rather than room below the target.
-	Probe bool
-	// Drained is set when the estimate fell since the previous sample: the
-	// peer is reading, which counts as write progress.
+	// Drained is set when the bound fell because the window showed the
+	// peer reading, which counts as write progress.
 	Drained bool
 }
 
 // decide is the pacing decision for a peer whose socket yields samples:
 // given the latest sample and want bytes waiting, it says how many to write
 // now or how long to wait. It is a pure function of its arguments and st,
-// which it updates.
+// which it updates; wrote records what was then written.
 func (p *paceParams) decide(st *paceState, s sample, want int, now time.Time) decision {
 	if !st.started {
 		st.started = true
 		st.peak = s.Wnd
 		st.last = s
-		st.lastAt = now
+		st.lastAt, st.stableSince, st.prevAt = now, now, now
 	}
-	if s.Wnd > st.peak {
-		if s.Wnd-st.peak > p.SettleSlack {
-			st.sinceGrow = 0
-		}
+	acked := st.written - int64(s.Outq)
+	dA := max(0, acked-st.acked)
+	st.acked = acked
+	if st.grow > 0 && now.After(st.prevAt) {
+		st.grow = max(0, st.grow-int64(now.Sub(st.prevAt).Seconds()*float64(p.GrowRate)))
+	}
+	st.prevAt = now
+	switch {
+	case s.Wnd > st.peak:
+		// The window grew past anything seen: while it grows the peer
+		// acknowledges at once what arrives, read or not.
+		st.grow += dA
 		st.peak = s.Wnd
+		st.slack = 0
+	case s.Wnd >= st.peak-p.OpenSlack:
+		st.slack = 0
+	default:
+		// Bytes acknowledged without the window shrinking as much may
+		// sit unread in buffer space the peer had already charged.
+		st.slack += max(0, dA-int64(max(0, st.last.Wnd-s.Wnd)))
 	}
-	backlog := s.Outq + st.peak - s.Wnd
-	prev := st.last.Outq + st.peak - st.last.Wnd
 	var d decision
-	d.Backlog = backlog
-	d.Drained = backlog < prev
+	if read := acked - int64(st.peak+p.Hidden-s.Wnd) - st.slack - st.grow; read > st.read {
+		st.read = read
+		d.Drained = true
+	}
+	if s.Wnd != st.last.Wnd {
+		st.probes = 0
+		st.stableSince, st.stableProbes = now, 0
+	}
 	if s != st.last {
 		st.last, st.lastAt = s, now
 	}
-
-	target := p.Target
-	if st.sinceGrow < p.Settle {
-		target = p.WarmTarget
+	if s.Outq == 0 && st.stableProbes > 0 && s.Wnd < st.peak && now.Sub(st.stableSince) >= p.Settle {
+		// The window stayed put while the peer took probes: it is the
+		// window of a peer that has read everything, lowered over time.
+		st.peak = max(s.Wnd, st.peak-p.SettleMax)
+		st.slack, st.grow = 0, 0
+		st.stableSince, st.stableProbes = now, 0
 	}
-	room := target - backlog
+
+	backlog := int(st.written - st.read)
+	d.Backlog = backlog
+	room := p.Target - backlog
+	probe := min(p.Probe<<min(st.probes, 10), p.ProbeMaxSize)
+	gap := min(p.ProbeAfter<<min(st.probes, 10), p.ProbeMaxGap)
 	switch {
 	case room > 0 && room >= min(want, p.MinChunk):
-		d.Allow = min(want, room)
-	case s.Outq == 0 && now.Sub(st.lastAt) >= p.ProbeAfter && backlog+p.Probe <= target+p.ProbeSlack:
-		// Everything is acknowledged and nothing has moved for a while:
-		// the window may be stale. A small write makes the peer answer with
-		// its current window.
-		d.Allow = min(want, p.Probe)
-		d.Probe = true
+		d.Allow = min(want, room, p.Segment)
+	case s.Outq == 0 && now.Sub(st.lastAt) >= gap && backlog+probe <= p.Target+p.ProbeSlack:
+		// Everything is acknowledged and nothing moves: the window may
+		// be stale. A small write makes the peer answer.
+		d.Allow, d.Probe = min(want, probe), true
 	}
 	if d.Allow > 0 {
-		st.polls = 0
-		st.sinceGrow += d.Allow
 		return d
 	}
 	d.Wait = p.backoff(st.polls)
 	st.polls++
 	return d
+}
+
+// wrote records that n bytes were written after a decision that allowed
+// them (the writer then completes the frame it ended in; the bound does not
+// need to know: what is unacknowledged cancels out).
+func (st *paceState) wrote(n int, probe bool, now time.Time) {
+	if n <= 0 {
+		return
+	}
+	st.polls = 0
+	st.written += int64(n)
+	st.lastAt = now
+	if probe {
+		st.probes++
+		st.stableProbes++
+	}
 }
 
 // backoff returns how long to wait after the n-th consecutive decision to
@@ -222,38 +303,40 @@ type pacing struct {
 
 	st        paceState
 	fb        fallbackState
-	noWindow  bool        // the socket reports no window: use the fallback
+	noWindow  bool        // the kernel reports no window: the fallback paces
 	timer     *time.Timer // reused for sleeps
 	lastPace  time.Time   // when pace last returned
 	kaAt      time.Time   // when a paced client sends its next keepalive
+	stallAt   time.Time   // when a peer not seen reading is given up; zero: not waiting
 	announced bool        // pacing was logged
 
 	active  atomic.Bool  // the peer is plain v1 and its writes are paced
 	waited  atomic.Int64 // nanoseconds the writer waited for the peer
-	backlog atomic.Int64 // last backlog estimate in bytes
-	peak    atomic.Int64 // st.peak, for Info
+	backlog atomic.Int64 // last backlog bound in bytes
 }
 
 func (pc *pacing) init(s *Session) {
 	pc.once.Do(func() { pc.src = newEvidenceSource(s.conn) })
 }
 
-// pace is called by the writer before it writes a chunk of n bytes of route
-// data to the peer and returns how many of them may be written now. Peers
-// that advertised extensions read correctly at any speed and are not paced.
-// For a plain v1 peer it waits until the peer has read enough (see the top
-// of this file), while:
+// pace is called by the writer before it writes up to n bytes of route data
+// to the peer and returns how many of them may be written now (the writer
+// then completes the frame that count ends in). Peers that advertised
+// extensions read correctly at any speed and are not paced. For a plain v1
+// peer it waits until the peer has read enough (see the top of this file),
+// while:
 //   - priority frames (keepalives) are waiting: it returns 0 so that the
 //     writer sends them at once;
 //   - a client has been paced for half a keepalive interval: it queues a
 //     keepalive of its own (the writer loop's ticker is not served while
 //     the writer drains), and returns 0;
 //   - the session closes: it returns ErrClosed;
-//   - the peer reads nothing for WriteTimeout: it returns ErrStalled.
+//   - the window shows no reading for WriteTimeout, keepalives or not: it
+//     returns ErrStalled.
 //
 // A peer that reads counts as making write progress.
 func (s *Session) pace(n int) (int, error) {
-	if !s.cfg.PaceV1 || !s.PlainV1() {
+	if s.cfg.NoPaceV1 || !s.PlainV1() {
 		return n, nil
 	}
 	pc := &s.pacing
@@ -282,18 +365,27 @@ func (s *Session) pace(n int) (int, error) {
 			pc.waited.Add(int64(time.Since(waitStart)))
 		}
 	}()
-	stallAt := now.Add(s.cfg.WriteTimeout)
 	for {
-		d := s.paceOnce(n, now)
-		if d.Allow > 0 {
-			return d.Allow, nil
-		}
-		if waitStart.IsZero() {
-			waitStart = now
+		d, err := s.paceOnce(n, now)
+		if err != nil {
+			return n, nil // the connection is going away; the write says why
 		}
 		if d.Drained {
 			s.progress.Store(now.UnixNano())
-			stallAt = now.Add(s.cfg.WriteTimeout)
+			pc.stallAt = time.Time{}
+		}
+		if d.Allow > 0 {
+			if !d.Probe {
+				pc.stallAt = time.Time{}
+			}
+			pc.st.wrote(d.Allow, d.Probe, time.Now())
+			return d.Allow, nil
+		}
+		if pc.stallAt.IsZero() {
+			pc.stallAt = now.Add(s.cfg.WriteTimeout)
+		}
+		if waitStart.IsZero() {
+			waitStart = now
 		}
 		if s.q.hasPrio() {
 			return 0, nil
@@ -303,7 +395,7 @@ func (s *Session) pace(n int) (int, error) {
 			s.sendPrio(wire.Keepalive{})
 			return 0, nil
 		}
-		if now.After(stallAt) {
+		if now.After(pc.stallAt) {
 			return 0, ErrStalled
 		}
 		if err := pc.sleep(s, d.Wait); err != nil {
@@ -314,27 +406,25 @@ func (s *Session) pace(n int) (int, error) {
 }
 
 // paceOnce samples the socket and decides.
-func (s *Session) paceOnce(n int, now time.Time) decision {
+func (s *Session) paceOnce(n int, now time.Time) (decision, error) {
 	pc := &s.pacing
 	if pc.src != nil && !pc.noWindow {
 		sm, err := pc.src.sample()
-		switch {
-		case err != nil:
-			// The connection is going away; let the write report it.
-			return decision{Allow: n}
-		case sm.Wnd == 0 && !pc.st.started:
-			// A kernel without tcpi_snd_wnd (before 5.4): the first
-			// window is never zero otherwise.
+		if err != nil {
+			return decision{}, err
+		}
+		if sm.Wnd == 0 && !pc.st.started {
+			// A kernel without tcpi_snd_wnd (before 5.4): a peer's
+			// first window is never zero otherwise.
 			pc.noWindow = true
 			s.cfg.Logger.Info("no TCP window evidence: pacing plain v1 peer at a fixed rate")
-		default:
+		} else {
 			d := defaultPace.decide(&pc.st, sm, n, now)
 			pc.backlog.Store(int64(d.Backlog))
-			pc.peak.Store(int64(pc.st.peak))
-			return d
+			return d, nil
 		}
 	}
-	return defaultPace.decideFallback(&pc.fb, n, now)
+	return defaultPace.decideFallback(&pc.fb, n, now), nil
 }
 
 // sleep waits d (or yields once when d is zero) unless the session closes.
@@ -369,24 +459,14 @@ func (q *queue) hasPrio() bool {
 	return len(q.prio) > 0
 }
 
-// fillPacing adds the pacing figures to in. The backlog is sampled afresh
-// when the socket allows, so that it falls to zero once the peer has read
-// everything.
+// fillPacing adds the pacing figures to in. The backlog is the bound as of
+// the writer's last look at the socket: it stays up after a burst until the
+// next one shows the peer read it.
 func (s *Session) fillPacing(in *Info) {
 	pc := &s.pacing
 	in.Paced = pc.active.Load()
-	if !in.Paced {
-		return
-	}
-	in.PacedTime = time.Duration(pc.waited.Load())
-	in.BacklogBytes = int(pc.backlog.Load())
-	pc.init(s)
-	if pc.src == nil || s.State() == StateClosed {
-		return
-	}
-	if peak := int(pc.peak.Load()); peak > 0 {
-		if sm, err := pc.src.sample(); err == nil {
-			in.BacklogBytes = sm.Outq + max(0, peak-sm.Wnd)
-		}
+	if in.Paced {
+		in.PacedTime = time.Duration(pc.waited.Load())
+		in.BacklogBytes = int(pc.backlog.Load())
 	}
 }

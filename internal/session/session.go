@@ -64,11 +64,10 @@ type Config struct {
 	GracefulRestart time.Duration
 	// Name identifies us across reconnects (advertised in HELLO).
 	Name string
-	// PaceV1 paces writes to plain v1 peers so that a deployed reader
-	// never has 64 KiB unread (pacing.go). It is off by default: in this
-	// version it can stall a fast plain v1 reader that stops advertising
-	// its largest window, which is worse than the overrun it prevents.
-	PaceV1 bool
+	// NoPaceV1 turns off the pacing of writes to plain v1 peers, which
+	// keeps a deployed reader from ever finding 64 KiB unread (pacing.go,
+	// docs/pacing.md).
+	NoPaceV1 bool
 }
 
 func (c *Config) setDefaults() {
