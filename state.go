@@ -47,6 +47,13 @@ type PeerInfo struct {
 	// (wire feature bits: 1 end-of-sync, 2 graceful restart).
 	Name     string
 	Features uint32
+	// Paced is set for a plain v1 peer whose writes are paced to what its
+	// reader survives (docs/pacing.md); PacedTime is how long writing to it
+	// has waited for it to read, and BacklogBytes the bound of the bytes
+	// written to it that it may not have read yet.
+	Paced        bool
+	PacedTime    time.Duration
+	BacklogBytes int
 }
 
 func fillSessionInfo(pi *PeerInfo, sess *session.Session) {
@@ -59,6 +66,7 @@ func fillSessionInfo(pi *PeerInfo, sess *session.Session) {
 	pi.EstablishedAt = in.EstablishedAt
 	pi.UpdatesReceived, pi.UpdatesSent = in.UpdatesReceived, in.UpdatesSent
 	pi.QueueBytes = in.QueueBytes
+	pi.Paced, pi.PacedTime, pi.BacklogBytes = in.Paced, in.PacedTime, in.BacklogBytes
 	pi.MessagesReceived = make(map[string]uint64, 5)
 	for t, n := range in.Messages {
 		if t > 0 {

@@ -33,6 +33,9 @@ type PeerJSON struct {
 	UpdatesSent      uint64            `json:"updates_sent"`
 	MessagesReceived map[string]uint64 `json:"messages_received"`
 	QueueBytes       int               `json:"queue_bytes"`
+	Paced            bool              `json:"paced"`
+	PacedSeconds     float64           `json:"paced_seconds"`
+	BacklogBytes     int               `json:"backlog_bytes"`
 }
 
 // PeersJSON is the body of /api/v1/peers.
@@ -163,6 +166,9 @@ func peerJSON(p metalbond.PeerInfo, now time.Time) PeerJSON {
 		UpdatesSent:      p.UpdatesSent,
 		MessagesReceived: p.MessagesReceived,
 		QueueBytes:       p.QueueBytes,
+		Paced:            p.Paced,
+		PacedSeconds:     p.PacedTime.Seconds(),
+		BacklogBytes:     p.BacklogBytes,
 	}
 	if !p.EstablishedAt.IsZero() {
 		t := p.EstablishedAt

@@ -179,8 +179,9 @@ func TestPeersAPI(t *testing.T) {
 	if len(raw["peers"]) != 3 {
 		t.Fatalf("%d peers, want 3", len(raw["peers"]))
 	}
-	wantKeys := []string{"direction", "established_at", "id", "keepalive_seconds", "local", "messages_received", "queue_bytes",
-		"remote", "routes", "state", "subscriptions", "updates_received", "updates_sent", "uptime_seconds"}
+	wantKeys := []string{"backlog_bytes", "direction", "established_at", "id", "keepalive_seconds", "local", "messages_received",
+		"paced", "paced_seconds", "queue_bytes", "remote", "routes", "state", "subscriptions", "updates_received", "updates_sent",
+		"uptime_seconds"}
 	for _, p := range raw["peers"] {
 		if keys := sortedKeys(p); !slices.Equal(keys, wantKeys) {
 			t.Errorf("peer keys\n got %v\nwant %v", keys, wantKeys)

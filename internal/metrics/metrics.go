@@ -156,6 +156,12 @@ var (
 		"Bytes waiting in the send queue of one session, by peer address.", "peer")
 	descPeerRoutes = desc("peer_routes",
 		"Routes a peer currently announces to us, by peer address.", "peer")
+	descPacedPeers = desc("paced_peers",
+		"Plain v1 peers whose writes are paced to what their reader survives.")
+	descPeerPacedSeconds = desc("peer_paced_seconds_total",
+		"Time writing to a paced plain v1 peer has waited for it to read, by peer address.", "peer")
+	descPeerBacklogBytes = desc("peer_backlog_bytes",
+		"Bound of the bytes written to a paced plain v1 peer that it may not have read yet, by peer address.", "peer")
 )
 
 // sessionCollector reports per-session state common to servers and clients.
@@ -167,7 +173,7 @@ type sessionCollector struct {
 func (c *sessionCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPeers, descVNIRoutes, descVNIPrefixes, descVNISubscribers,
 		descMessages, descPeerUpdatesReceived, descPeerUpdatesSent, descQueueBytes, descQueueMaxBytes,
-		descPeerQueueBytes, descPeerRoutes} {
+		descPeerQueueBytes, descPeerRoutes, descPacedPeers, descPeerPacedSeconds, descPeerBacklogBytes} {
 		ch <- d
 	}
 }
@@ -184,7 +190,7 @@ func (c *sessionCollector) Collect(ch chan<- prometheus.Metric) {
 	// report only the direction(s) present, plus the obvious one when there
 	// are no sessions at all.
 	dirs := map[string]bool{}
-	var queued, maxQueued int
+	var queued, maxQueued, paced int
 	for _, p := range peers {
 		byState[[2]string{p.State, p.Direction}]++
 		dirs[p.Direction] = true
@@ -193,6 +199,11 @@ func (c *sessionCollector) Collect(ch chan<- prometheus.Metric) {
 		if p.Remote != "" {
 			ch <- prometheus.MustNewConstMetric(descPeerQueueBytes, prometheus.GaugeValue, float64(p.QueueBytes), p.Remote)
 			ch <- prometheus.MustNewConstMetric(descPeerRoutes, prometheus.GaugeValue, float64(p.Routes), p.Remote)
+		}
+		if p.Paced {
+			paced++
+			ch <- prometheus.MustNewConstMetric(descPeerPacedSeconds, prometheus.CounterValue, p.PacedTime.Seconds(), p.Remote)
+			ch <- prometheus.MustNewConstMetric(descPeerBacklogBytes, prometheus.GaugeValue, float64(p.BacklogBytes), p.Remote)
 		}
 	}
 	if _, isClient := c.src.(*metalbond.Client); isClient {
@@ -207,6 +218,7 @@ func (c *sessionCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descQueueBytes, prometheus.GaugeValue, float64(queued))
 	ch <- prometheus.MustNewConstMetric(descQueueMaxBytes, prometheus.GaugeValue, float64(maxQueued))
+	ch <- prometheus.MustNewConstMetric(descPacedPeers, prometheus.GaugeValue, float64(paced))
 
 	t := c.totals.update(peers)
 	ch <- prometheus.MustNewConstMetric(descPeerUpdatesReceived, prometheus.CounterValue, float64(t.updatesReceived))

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/metalbond/metalbond"
+	"github.com/metalbond/metalbond/internal/wire"
 	"github.com/metalbond/metalbond/kernel"
 	"github.com/metalbond/metalbond/route"
 )
@@ -397,5 +398,77 @@ func TestNoSource(t *testing.T) {
 	}
 	if _, ok := g["go_goroutines"]; !ok {
 		t.Error("no Go runtime metrics")
+	}
+}
+
+// TestPacingMetrics subscribes a plain v1 peer that reads nothing to a VNI
+// larger than what pacing lets it have unread: the server reports it as a
+// paced peer with a backlog and waiting time.
+func TestPacingMetrics(t *testing.T) {
+	b := newBed(t)
+	m := New(Options{Server: b.srv})
+	var routes []string
+	for i := range 4000 { // about 30 bytes each: well over the 48 KiB pacing allows
+		routes = append(routes, fmt.Sprintf("23#10.%d.%d.0/24#2001:db8::1", i/256, i%256))
+	}
+	b.client(nil, routes...)
+	waitFor(t, func() error {
+		if v := b.srv.VNIs(); len(v) != 1 || v[0].Routes != len(routes) {
+			return fmt.Errorf("server VNIs %+v", v)
+		}
+		return nil
+	})
+
+	conn, err := net.Dial("tcp", b.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	r := wire.NewReader(conn)
+	send := func(msg wire.Message) {
+		t.Helper()
+		frame, err := wire.AppendFrame(nil, msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.Write(frame); err != nil {
+			t.Fatal(err)
+		}
+	}
+	expect := func(typ wire.Type) {
+		t.Helper()
+		if got, _, err := r.ReadFrame(); err != nil || got != typ {
+			t.Fatalf("read %v, %v; want %v", got, err, typ)
+		}
+	}
+	send(wire.Hello{Keepalive: 5}) // no features: a plain v1 peer
+	expect(wire.TypeHello)
+	send(wire.Keepalive{})
+	expect(wire.TypeKeepalive)
+	send(wire.Subscribe{VNI: 23})
+	// Read nothing more: the server writes what pacing allows and waits.
+
+	waitFor(t, func() error {
+		g := gather(t, m)
+		if v := g.value(t, "metalbond_paced_peers"); v != 1 {
+			return fmt.Errorf("paced peers = %v", v)
+		}
+		if got := g.series("metalbond_peer_backlog_bytes"); len(got) != 1 {
+			return fmt.Errorf("backlog series %v", got)
+		}
+		if v := g.value(t, "metalbond_peer_backlog_bytes"); v <= 0 || v > 64<<10 {
+			return fmt.Errorf("backlog = %v bytes, want within (0, 64 KiB]", v)
+		}
+		if v := g.value(t, "metalbond_peer_paced_seconds_total"); v <= 0 {
+			return fmt.Errorf("paced seconds = %v", v)
+		}
+		return nil
+	})
+	// The extension client that announced is not paced.
+	for _, p := range b.srv.Peers() {
+		if p.Paced != (p.Features == 0) {
+			t.Errorf("peer %s (features %d): paced %v", p.Remote, p.Features, p.Paced)
+		}
 	}
 }

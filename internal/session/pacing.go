@@ -43,12 +43,11 @@ package session
 // rate in small writes stands in for it.
 
 import (
+	"fmt"
 	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/metalbond/metalbond/internal/wire"
 )
 
 // paceParams are the constants of the pacing decision. They live in a struct
@@ -305,8 +304,6 @@ type pacing struct {
 	fb        fallbackState
 	noWindow  bool        // the kernel reports no window: the fallback paces
 	timer     *time.Timer // reused for sleeps
-	lastPace  time.Time   // when pace last returned
-	kaAt      time.Time   // when a paced client sends its next keepalive
 	stallAt   time.Time   // when a peer not seen reading is given up; zero: not waiting
 	announced bool        // pacing was logged
 
@@ -321,23 +318,20 @@ func (pc *pacing) init(s *Session) {
 
 // pace is called by the writer before it writes up to n bytes of route data
 // to the peer and returns how many of them may be written now (the writer
-// then completes the frame that count ends in). Peers that advertised
-// extensions read correctly at any speed and are not paced. For a plain v1
-// peer it waits until the peer has read enough (see the top of this file),
-// while:
+// then completes the frame that count ends in), and whether writing them
+// counts as progress (a probe does not). Peers that advertised extensions
+// read correctly at any speed and are not paced. For a plain v1 peer it
+// waits until the peer has read enough (see the top of this file), while:
 //   - priority frames (keepalives) are waiting: it returns 0 so that the
 //     writer sends them at once;
-//   - a client has been paced for half a keepalive interval: it queues a
-//     keepalive of its own (the writer loop's ticker is not served while
-//     the writer drains), and returns 0;
 //   - the session closes: it returns ErrClosed;
 //   - the window shows no reading for WriteTimeout, keepalives or not: it
 //     returns ErrStalled.
 //
 // A peer that reads counts as making write progress.
-func (s *Session) pace(n int) (int, error) {
+func (s *Session) pace(n int) (allow int, counts bool, err error) {
 	if s.cfg.NoPaceV1 || !s.PlainV1() {
-		return n, nil
+		return n, true, nil
 	}
 	pc := &s.pacing
 	pc.init(s)
@@ -351,14 +345,6 @@ func (s *Session) pace(n int) (int, error) {
 		s.cfg.Logger.Info("pacing writes to plain v1 peer", "mode", mode)
 	}
 	now := time.Now()
-	ka := time.Duration(s.keepalive.Load())
-	if now.Sub(pc.lastPace) > ka/4 {
-		// A new drain: the writer loop's ticker kept keepalives going
-		// until now.
-		pc.kaAt = now.Add(ka / 2)
-	}
-	defer func() { pc.lastPace = time.Now() }()
-
 	var waitStart time.Time
 	defer func() {
 		if !waitStart.IsZero() {
@@ -368,7 +354,7 @@ func (s *Session) pace(n int) (int, error) {
 	for {
 		d, err := s.paceOnce(n, now)
 		if err != nil {
-			return n, nil // the connection is going away; the write says why
+			return n, true, nil // the connection is going away; the write says why
 		}
 		if d.Drained {
 			s.progress.Store(now.UnixNano())
@@ -379,7 +365,7 @@ func (s *Session) pace(n int) (int, error) {
 				pc.stallAt = time.Time{}
 			}
 			pc.st.wrote(d.Allow, d.Probe, time.Now())
-			return d.Allow, nil
+			return d.Allow, !d.Probe, nil
 		}
 		if pc.stallAt.IsZero() {
 			pc.stallAt = now.Add(s.cfg.WriteTimeout)
@@ -388,18 +374,13 @@ func (s *Session) pace(n int) (int, error) {
 			waitStart = now
 		}
 		if s.q.hasPrio() {
-			return 0, nil
-		}
-		if s.cfg.Role == RoleClient && s.State() == StateEstablished && ka > 0 && !now.Before(pc.kaAt) {
-			pc.kaAt = now.Add(ka / 2)
-			s.sendPrio(wire.Keepalive{})
-			return 0, nil
+			return 0, false, nil
 		}
 		if now.After(pc.stallAt) {
-			return 0, ErrStalled
+			return 0, false, fmt.Errorf("%w: a plain v1 peer read nothing for %v", ErrStalled, s.cfg.WriteTimeout)
 		}
 		if err := pc.sleep(s, d.Wait); err != nil {
-			return 0, err
+			return 0, false, err
 		}
 		now = time.Now()
 	}

@@ -460,30 +460,47 @@ func seconds(d time.Duration) uint32 {
 // maxWrite bounds one write so that the stall timer measures progress.
 const maxWrite = 256 << 10
 
-// writeLoop drains the queue and, for clients, sends keepalives.
+// writeLoop drains the queue.
 func (s *Session) writeLoop() {
-	var tick <-chan time.Time
-	est := s.established
+	if s.cfg.Role == RoleClient {
+		kaDone := make(chan struct{})
+		defer func() { <-kaDone }()
+		go func() {
+			defer close(kaDone)
+			s.keepaliveLoop()
+		}()
+	}
 	for {
 		select {
 		case <-s.done:
 			return
 		case <-s.q.wake:
-		case <-est:
-			est = nil
-			if s.cfg.Role == RoleClient {
-				t := time.NewTicker(time.Duration(s.keepalive.Load()))
-				defer t.Stop()
-				tick = t.C
-			}
-			continue
-		case <-tick:
-			s.sendPrio(wire.Keepalive{})
-			continue
 		}
 		if err := s.drain(); err != nil {
 			s.fail(err)
 			return
+		}
+	}
+}
+
+// keepaliveLoop queues a client's keepalives once the session is
+// established, every agreed interval, until the session closes. It runs
+// apart from the writer so that keepalives are queued on time however long
+// the writer drains; the writer sends them between frames.
+func (s *Session) keepaliveLoop() {
+	select {
+	case <-s.done:
+		return
+	case <-s.established:
+	}
+	t := time.NewTicker(time.Duration(s.keepalive.Load()))
+	defer t.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-t.C:
+			s.sendPrio(wire.Keepalive{})
 		}
 	}
 }
@@ -495,23 +512,23 @@ func (s *Session) drain() error {
 		if len(prio) == 0 && len(buf) == 0 {
 			return nil
 		}
-		if err := s.write(prio); err != nil {
+		if err := s.write(prio, false); err != nil {
 			return err
 		}
 		// next is the offset in b of the next frame. Paced writes may end
 		// inside a frame; priority frames go out only between frames.
 		next := 0
 		for b := buf; len(b) > 0; {
-			n := next
+			n, counts := next, true
 			if n == 0 {
 				var err error
-				if n, err = s.pace(min(len(b), maxWrite)); err != nil {
+				if n, counts, err = s.pace(min(len(b), maxWrite)); err != nil {
 					return err
 				}
 			}
 			// else: finish the frame begun (at most one frame, so
 			// pacing is exceeded by less than wire.MaxBodyLen).
-			if err := s.write(b[:n]); err != nil {
+			if err := s.write(b[:n], counts); err != nil {
 				return err
 			}
 			for next < n {
@@ -525,7 +542,7 @@ func (s *Session) drain() error {
 			// Keepalives queued meanwhile go out between chunks, so a
 			// long backlog never starves them.
 			if p := s.q.takePrio(); len(p) > 0 {
-				if err := s.write(p); err != nil {
+				if err := s.write(p, false); err != nil {
 					return err
 				}
 			}
@@ -540,8 +557,11 @@ func frameLen(b []byte) int {
 	return wire.HeaderLen + (int(b[1])<<8 | int(b[2]))
 }
 
-// write writes b; each write must make progress within WriteTimeout.
-func (s *Session) write(b []byte) error {
+// write writes b; each write must make progress within WriteTimeout. Route
+// data that the peer accepts counts as write progress (see WaitWritable);
+// keepalives and pacing probes do not, since a peer that has stopped
+// reading still takes them for a while.
+func (s *Session) write(b []byte, counts bool) error {
 	for len(b) > 0 {
 		if err := s.conn.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout)); err != nil {
 			return err
@@ -556,7 +576,7 @@ func (s *Session) write(b []byte) error {
 				return fmt.Errorf("write: %w", err)
 			}
 		}
-		if n > 0 {
+		if n > 0 && counts {
 			s.progress.Store(time.Now().UnixNano())
 		}
 		b = b[n:]
