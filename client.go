@@ -54,6 +54,11 @@ type ClientConfig struct {
 	WriteTimeout time.Duration
 	MaxQueue     int
 	HighWater    int
+	// NoPaceV1 turns off the pacing of writes to a plain v1 server (one that
+	// advertises no extension), which keeps the deployed v1 reader from ever
+	// finding 64 KiB unread (docs/pacing.md). Turn it off only when the
+	// plain v1 servers read at any speed.
+	NoPaceV1 bool
 	// Logger receives one line per session event, and per-route lines at
 	// debug level. Default discards.
 	Logger *slog.Logger
@@ -262,6 +267,7 @@ func (c *Client) connLoop(ctx context.Context, cc *clientConn) {
 				MaxQueue:     c.cfg.MaxQueue,
 				HighWater:    c.cfg.HighWater,
 				Logger:       log,
+				NoPaceV1:     c.cfg.NoPaceV1,
 			}
 			if c.cfg.GracefulRestart > 0 {
 				scfg.Features = wire.FeatureEndOfSync | wire.FeatureGracefulRestart

@@ -34,6 +34,11 @@ type ServerConfig struct {
 	// HighWater is the send-queue size above which announcers in the same
 	// VNI are slowed down (back-pressure). Default 1 MiB.
 	HighWater int
+	// NoPaceV1 turns off the pacing of writes to plain v1 peers (peers that
+	// advertise no extension), which keeps the deployed v1 reader from ever
+	// finding 64 KiB unread (docs/pacing.md). Turn it off only when every
+	// plain v1 peer reads at any speed.
+	NoPaceV1 bool
 	// Logger receives one line per session event, and per-route lines at
 	// debug level. Default discards.
 	Logger *slog.Logger
@@ -264,6 +269,7 @@ func (s *Server) servePeer(ctx context.Context, conn net.Conn) {
 		Logger:           p.log,
 		Features:         features,
 		GracefulRestart:  s.cfg.GracefulRestart,
+		NoPaceV1:         s.cfg.NoPaceV1,
 	}, p)
 	if s.cfg.Authorizer != nil {
 		perms, err := s.authorize(ctx, conn)

@@ -61,6 +61,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 	fs.IntVar(&cfg.Joiners, "joiners", 0, "churn: subscribers that come and go")
 	fs.BoolVar(&cfg.Lib, "lib", false, "use the client library (metalbond.Client) instead of raw v1 peers")
 	fs.BoolVar(&cfg.Ext, "ext", false, "raw peers advertise the END_OF_SYNC extension instead of being plain v1 peers")
+	fs.BoolVar(&cfg.NoPaceV1, "no-pace-v1", false, "started server: do not pace writes to plain v1 peers (docs/pacing.md)")
 	fs.StringVar(&cfg.Server, "server", "", "drive the external server at `ADDR` instead of starting one")
 	fs.IntVar(&cfg.ServerPID, "server-pid", 0, "PID of the external server, to read its CPU time and memory from /proc")
 	fs.BoolVar(&cfg.InProcess, "in-process", false, "run the server in this process (CPU and RSS then include the load generators)")

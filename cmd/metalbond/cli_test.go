@@ -140,6 +140,8 @@ func TestServerConfig(t *testing.T) {
 			serverConfig{Listen: "[::1]:4000", HTTP: "[::1]:4712", Keepalive: 10 * time.Second, GracefulRestart: time.Minute, SyncDelay: 10 * time.Second, Log: logConfig{Level: slog.LevelDebug, JSON: true}}},
 		{"keepalive duration", []string{"server", "--keepalive", "1m", "--listen", ":4711"},
 			serverConfig{Listen: ":4711", Keepalive: time.Minute, GracefulRestart: time.Minute, SyncDelay: 10 * time.Second, Log: logConfig{Level: slog.LevelInfo}}},
+		{"no pacing", []string{"server", "--no-pace-v1"},
+			serverConfig{Listen: "[::]:4711", Keepalive: 5 * time.Second, GracefulRestart: time.Minute, SyncDelay: 10 * time.Second, NoPaceV1: true, Log: logConfig{Level: slog.LevelInfo}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -163,7 +165,7 @@ func TestClientConfig(t *testing.T) {
 		"--install-routes", "23#100", "--install-routes", "24#101",
 		"--tun", "overlay-tun", "--ipv4-only", "--keepalive", "3", "--grace-period", "30s",
 		"--graceful-restart", "0", "--name", "hv-17",
-		"--http", "[::1]:4713", "--cleanup", "--verbose")
+		"--http", "[::1]:4713", "--cleanup", "--no-pace-v1", "--verbose")
 	if code != exitOK || c.client == nil {
 		t.Fatalf("exit code %d, stderr:\n%s", code, stderr)
 	}
@@ -187,6 +189,7 @@ func TestClientConfig(t *testing.T) {
 		AdoptGrace:      time.Minute,
 		HTTP:            "[::1]:4713",
 		Cleanup:         true,
+		NoPaceV1:        true,
 		Log:             logConfig{Level: slog.LevelDebug},
 	}
 	if !reflect.DeepEqual(*c.client, want) {

@@ -39,6 +39,7 @@ type clientConfig struct {
 	AdoptGrace time.Duration
 	HTTP       string
 	Cleanup    bool
+	NoPaceV1   bool
 	TLS        tlsConfig
 	Log        logConfig
 }
@@ -59,6 +60,7 @@ type clientFlags struct {
 	adoptGrace      string
 	http            string
 	cleanup         bool
+	noPaceV1        bool
 	tls             tlsFlags
 	log             logFlags
 }
@@ -140,6 +142,8 @@ are the long flag names (flags on the command line win):
 		"serve the status page, JSON API and /metrics on this `address`, e.g. [::1]:4712 (default: no HTTP)")
 	fs.BoolVar(&f.cleanup, "cleanup", false,
 		"remove every route this client installed when it exits (by default they stay until the next start)")
+	fs.BoolVar(&f.noPaceV1, "no-pace-v1", false,
+		"do not pace writes to a plain v1 server; by default they are paced so that a deployed v1 server never finds 64 KiB unread (docs/pacing.md)")
 	f.tls.registerClient(fs)
 	f.log.register(fs)
 	fs.StringVar(&f.config, "config", "",
@@ -207,7 +211,7 @@ func (f *clientFlags) parse() (clientConfig, error) {
 			return c, flagError("tun", f.tun, errors.New("not a network device name"))
 		}
 	}
-	c.Tun, c.IPv4Only, c.Cleanup = f.tun, f.ipv4Only, f.cleanup
+	c.Tun, c.IPv4Only, c.Cleanup, c.NoPaceV1 = f.tun, f.ipv4Only, f.cleanup, f.noPaceV1
 	if c.Keepalive, err = parseKeepalive(f.keepalive); err != nil {
 		return c, flagError("keepalive", f.keepalive, err)
 	}
@@ -303,6 +307,7 @@ func runClient(ctx context.Context, cfg clientConfig, log *slog.Logger, _ io.Wri
 		GracePeriod:     cfg.GracePeriod,
 		GracefulRestart: cfg.GracefulRestart,
 		Name:            cfg.Name,
+		NoPaceV1:        cfg.NoPaceV1,
 		Logger:          log,
 	})
 	if err != nil {

@@ -29,6 +29,7 @@ type serverConfig struct {
 	GracefulRestart time.Duration
 	SyncDelay       time.Duration
 	Limits          metalbond.Limits
+	NoPaceV1        bool
 	TLS             tlsConfig
 	Etcd            etcdConfig
 	Log             logConfig
@@ -44,6 +45,7 @@ type serverFlags struct {
 	syncDelay        string
 	handshakeTimeout string
 	limits           metalbond.Limits
+	noPaceV1         bool
 	tls              tlsFlags
 	etcd             etcdFlags
 	log              logFlags
@@ -113,6 +115,8 @@ in a YAML file given with --config, whose keys are the long flag names:
 	fs.IntVar(&f.limits.MaxRoutesPerPeer, "max-routes-per-peer", 0, "ignore (and count) announcements of a peer beyond this `number` of routes (0: unlimited)")
 	fs.IntVar(&f.limits.MaxRoutesPerVNI, "max-routes-per-vni", 0, "ignore (and count) new routes in a VNI beyond this `number` (0: unlimited)")
 	fs.IntVar(&f.limits.MaxSubscriptionsPerPeer, "max-subscriptions-per-peer", 0, "ignore (and count) subscriptions of a peer beyond this `number` of VNIs (0: unlimited)")
+	fs.BoolVar(&f.noPaceV1, "no-pace-v1", false,
+		"do not pace writes to plain v1 peers; by default they are paced so that a deployed v1 reader never finds 64 KiB unread (docs/pacing.md)")
 	f.tls.registerServer(fs)
 	f.etcd.register(fs)
 	f.log.register(fs)
@@ -151,6 +155,7 @@ func (f *serverFlags) parse() (serverConfig, error) {
 		c.SyncDelay = -1 // no delay
 	}
 	c.Limits = f.limits
+	c.NoPaceV1 = f.noPaceV1
 	if c.Limits.HandshakeTimeout, err = parseSeconds(f.handshakeTimeout); err != nil {
 		return c, flagError("handshake-timeout", f.handshakeTimeout, err)
 	}
@@ -194,6 +199,7 @@ func runServer(ctx context.Context, cfg serverConfig, log *slog.Logger, _ io.Wri
 		GracefulRestart: cfg.GracefulRestart,
 		SyncDelay:       cfg.SyncDelay,
 		Limits:          cfg.Limits,
+		NoPaceV1:        cfg.NoPaceV1,
 		Logger:          log,
 		Authorizer:      sec.authorizer,
 		ObserveFanout:   fanout.Observe,

@@ -50,6 +50,9 @@ type Config struct {
 	// instead of being plain v1 peers (servers may treat the two
 	// differently, e.g. pace writes to plain v1 peers).
 	Ext bool
+	// NoPaceV1 turns off the pacing of writes to plain v1 peers in a
+	// started server (docs/pacing.md).
+	NoPaceV1 bool
 
 	// Server is the address of an external server to drive. Empty starts
 	// a server: a child process when ServerCmd is set, else in-process
@@ -159,6 +162,7 @@ type Params struct {
 	Joiners   int     `json:"joiners,omitempty"`
 	Lib       bool    `json:"lib,omitempty"`
 	Ext       bool    `json:"ext,omitempty"`
+	NoPaceV1  bool    `json:"no_pace_v1,omitempty"`
 }
 
 // Phase is one measured step of a scenario.
@@ -204,7 +208,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		Scenario: cfg.Scenario,
 		Machine:  machine(),
 		Params: Params{N: cfg.N, S: cfg.S, C: cfg.C, V: cfg.V, R: cfg.R, Observers: cfg.Observers,
-			Rate: cfg.Rate, Duration: cfg.Duration.Seconds(), Joiners: cfg.Joiners, Lib: cfg.Lib, Ext: cfg.Ext},
+			Rate: cfg.Rate, Duration: cfg.Duration.Seconds(), Joiners: cfg.Joiners, Lib: cfg.Lib, Ext: cfg.Ext, NoPaceV1: cfg.NoPaceV1},
 		Metrics: map[string]float64{},
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
@@ -224,6 +228,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		highWater:         cfg.HighWater,
 		maxQueue:          cfg.MaxQueue,
 		writeTimeout:      cfg.WriteTimeout,
+		noPaceV1:          cfg.NoPaceV1,
 		childCmd:          cfg.ServerCmd,
 		childEnv:          cfg.ServerEnv,
 		externalAddr:      cfg.Server,

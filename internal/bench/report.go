@@ -133,6 +133,9 @@ func (p Params) String() string {
 	if p.Ext {
 		parts = append(parts, "ext")
 	}
+	if p.NoPaceV1 {
+		parts = append(parts, "no-pace-v1")
+	}
 	return strings.Join(parts, " ")
 }
 

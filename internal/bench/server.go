@@ -75,6 +75,7 @@ type serverOptions struct {
 	keepalive           time.Duration
 	highWater, maxQueue int
 	writeTimeout        time.Duration
+	noPaceV1            bool
 	childCmd, childEnv  []string
 	externalAddr        string
 	externalPID         int
@@ -100,6 +101,7 @@ func (o serverOptions) serverConfig() metalbond.ServerConfig {
 		HighWater:    o.highWater,
 		MaxQueue:     o.maxQueue,
 		WriteTimeout: o.writeTimeout,
+		NoPaceV1:     o.noPaceV1,
 	}
 }
 
@@ -329,7 +331,8 @@ func startChild(ctx context.Context, o serverOptions) (*childServer, error) {
 		"-keepalive", o.keepalive.String(),
 		"-high-water", strconv.Itoa(o.highWater),
 		"-max-queue", strconv.Itoa(o.maxQueue),
-		"-write-timeout", o.writeTimeout.String())
+		"-write-timeout", o.writeTimeout.String(),
+		"-no-pace-v1="+strconv.FormatBool(o.noPaceV1))
 	cmd := exec.Command(o.childCmd[0], args...)
 	cmd.Env = append(os.Environ(), o.childEnv...)
 	cmd.Stderr = o.childStderr
@@ -456,7 +459,7 @@ func (s *childServer) Close() error {
 //	profile-stop          stop it
 //
 // and shuts down when stdin ends. args are the flags (-listen,
-// -keepalive, -high-water, -max-queue, -write-timeout). It returns the exit
+// -keepalive, -high-water, -max-queue, -write-timeout, -no-pace-v1). It returns the exit
 // code.
 func ServeMain(args []string) int {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
@@ -465,12 +468,14 @@ func ServeMain(args []string) int {
 	highWater := fs.Int("high-water", 0, "send-queue back-pressure threshold in bytes")
 	maxQueue := fs.Int("max-queue", 0, "send-queue memory bound in bytes")
 	writeTimeout := fs.Duration("write-timeout", 0, "stalled peer timeout")
+	noPace := fs.Bool("no-pace-v1", false, "do not pace writes to plain v1 peers")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	RaiseFileLimit()
 	srv, err := metalbond.NewServer(metalbond.ServerConfig{
 		Keepalive: *keepalive, HighWater: *highWater, MaxQueue: *maxQueue, WriteTimeout: *writeTimeout,
+		NoPaceV1: *noPace,
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
