@@ -233,8 +233,12 @@ func printPeers(w io.Writer, peers []httpapi.PeerJSON) error {
 		if p.KeepaliveSeconds > 0 {
 			keepalive = strconv.FormatFloat(p.KeepaliveSeconds, 'f', -1, 64) + "s"
 		}
+		state := p.State
+		if p.Paced {
+			state += " (paced)"
+		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n",
-			p.ID, p.Remote, p.Direction, p.State, uptime, keepalive, vniList(p.Subscriptions),
+			p.ID, p.Remote, p.Direction, state, uptime, keepalive, vniList(p.Subscriptions),
 			p.Routes, p.UpdatesReceived, p.UpdatesSent, formatBytes(p.QueueBytes))
 	}
 	return tw.Flush()

@@ -18,6 +18,8 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/metalbond/metalbond"
+	"github.com/metalbond/metalbond/internal/testpeer"
+	"github.com/metalbond/metalbond/internal/wire"
 	"github.com/metalbond/metalbond/kernel"
 	"github.com/metalbond/metalbond/route"
 )
@@ -516,5 +518,42 @@ func TestMetricsEndpoint(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestPacedPeer: a plain v1 peer that subscribes to a VNI larger than
+// pacing lets it hold unread, and reads nothing, is shown as paced with its
+// backlog in the API and on the page.
+func TestPacedPeer(t *testing.T) {
+	e := newTestbed(t)
+	e.client(nil, manyRoutes(23, 4000)...)
+	e.waitRoutes(4000)
+	p := testpeer.DialV1(t, e.Addr, 5)
+	p.Send(wire.Subscribe{VNI: 23})
+
+	h := New(Options{Server: e.Server})
+	var paced PeerJSON
+	waitFor(t, 10*time.Second, func() error {
+		var peers PeersJSON
+		getJSON(t, h, "/api/v1/peers", &peers)
+		for _, pj := range peers.Peers {
+			if pj.Paced {
+				paced = pj
+			}
+		}
+		if !paced.Paced || paced.BacklogBytes <= 0 || paced.PacedSeconds <= 0 {
+			return fmt.Errorf("no paced peer with a backlog: %+v", peers.Peers)
+		}
+		return nil
+	})
+	if paced.Remote != p.Conn.LocalAddr().String() {
+		t.Errorf("paced peer is %s, want the plain v1 peer %s", paced.Remote, p.Conn.LocalAddr())
+	}
+	if paced.BacklogBytes > 64<<10 {
+		t.Errorf("backlog %d bytes: pacing should keep it below 64 KiB", paced.BacklogBytes)
+	}
+	body := string(readAll(get(t, h, "/")))
+	if n := strings.Count(body, `class="paced"`); n != 1 {
+		t.Errorf("page marks %d peers as paced, want 1", n)
 	}
 }

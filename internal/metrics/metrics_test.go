@@ -14,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/metalbond/metalbond"
+	"github.com/metalbond/metalbond/internal/testpeer"
 	"github.com/metalbond/metalbond/internal/wire"
 	"github.com/metalbond/metalbond/kernel"
 	"github.com/metalbond/metalbond/route"
@@ -419,34 +420,8 @@ func TestPacingMetrics(t *testing.T) {
 		return nil
 	})
 
-	conn, err := net.Dial("tcp", b.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	r := wire.NewReader(conn)
-	send := func(msg wire.Message) {
-		t.Helper()
-		frame, err := wire.AppendFrame(nil, msg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := conn.Write(frame); err != nil {
-			t.Fatal(err)
-		}
-	}
-	expect := func(typ wire.Type) {
-		t.Helper()
-		if got, _, err := r.ReadFrame(); err != nil || got != typ {
-			t.Fatalf("read %v, %v; want %v", got, err, typ)
-		}
-	}
-	send(wire.Hello{Keepalive: 5}) // no features: a plain v1 peer
-	expect(wire.TypeHello)
-	send(wire.Keepalive{})
-	expect(wire.TypeKeepalive)
-	send(wire.Subscribe{VNI: 23})
+	p := testpeer.DialV1(t, b.addr, 5) // no features: a plain v1 peer
+	p.Send(wire.Subscribe{VNI: 23})
 	// Read nothing more: the server writes what pacing allows and waits.
 
 	waitFor(t, func() error {

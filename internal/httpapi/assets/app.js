@@ -41,7 +41,9 @@
       if (k === "class") e.className = v;
       else e.setAttribute(k, v);
     }
-    for (const c of children) e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    for (const c of children) {
+      if (c != null) e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    }
     return e;
   }
   const td = (text, cls) => el("td", cls ? { class: cls } : null, text);
@@ -94,7 +96,8 @@
   function renderPeers(peers) {
     fill($("peers").tBodies[0], peers.map((p) => el("tr", null,
       td(p.id, "num"), td(p.remote, "mono"), td(p.direction),
-      el("td", null, el("span", { class: "state s-" + p.state }, p.state)),
+      el("td", null, el("span", { class: "state s-" + p.state }, p.state),
+        p.paced ? el("span", { class: "paced", title: "plain v1 peer, writes paced; unread at most " + bytes(p.backlog_bytes) }, "paced") : null),
       td(p.established_at ? duration(p.uptime_seconds) : "–", "num"),
       td(p.keepalive_seconds ? p.keepalive_seconds + "s" : "–", "num"),
       td(vniList(p.subscriptions)),
