@@ -266,3 +266,104 @@ func TestQueueOverflowClosesSession(t *testing.T) {
 		t.Fatalf("err = %v, want ErrQueueFull", err)
 	}
 }
+
+// TestClientKeepalivesDuringLongDrain: a client whose writer spends seconds
+// draining one long queue to a slowly reading server (pacing off) still
+// sends its keepalives every interval, between frames.
+func TestClientKeepalivesDuringLongDrain(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	// Small socket buffers, so that the writer waits for the reader instead
+	// of handing everything to the kernel at once.
+	if err := cc.(*net.TCPConn).SetWriteBuffer(16 << 10); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.(*net.TCPConn).SetReadBuffer(16 << 10); err != nil {
+		t.Fatal(err)
+	}
+	h := newRecorder()
+	c := New(cc, Config{Role: RoleClient, Keepalive: time.Second, NoPaceV1: true}, h)
+	done := make(chan error, 1)
+	go func() { done <- c.Run(context.Background()) }()
+	defer func() {
+		c.Close()
+		<-done
+	}()
+
+	// Handshake as a plain v1 server.
+	r := wire.NewReader(srv)
+	if typ, _, err := r.ReadFrame(); err != nil || typ != wire.TypeHello {
+		t.Fatalf("read %v, %v; want HELLO", typ, err)
+	}
+	hello, _ := wire.AppendFrame(nil, wire.Hello{Keepalive: 1, IsServer: true})
+	ka, _ := wire.AppendFrame(nil, wire.Keepalive{})
+	srv.Write(hello)
+	if typ, _, err := r.ReadFrame(); err != nil || typ != wire.TypeKeepalive {
+		t.Fatalf("read %v, %v; want KEEPALIVE", typ, err)
+	}
+	srv.Write(ka)
+	wait(t, h.established)
+
+	// About 1.6 MB at once, read at about 400 KB/s: a drain of ~4 s.
+	var frames []byte
+	n := 0
+	for ; len(frames) < 1600<<10; n++ {
+		frames = wire.AppendUpdate(frames, wire.ActionAdd, testRoute(n))
+	}
+	c.Send(frames, n)
+	var kaTimes []time.Time
+	buf := make([]byte, 4<<10)
+	var pending []byte
+	updates := 0
+	deadline := time.Now().Add(20 * time.Second)
+	for updates < n && time.Now().Before(deadline) {
+		srv.SetReadDeadline(deadline)
+		k, err := srv.Read(buf)
+		if err != nil {
+			t.Fatalf("read after %d of %d updates: %v", updates, n, err)
+		}
+		pending = append(pending, buf[:k]...)
+		for len(pending) >= wire.HeaderLen {
+			l := wire.HeaderLen + int(pending[1])<<8 | int(pending[2])
+			if len(pending) < l {
+				break
+			}
+			switch wire.Type(pending[3]) {
+			case wire.TypeKeepalive:
+				kaTimes = append(kaTimes, time.Now())
+				srv.Write(ka) // a server answers each
+			case wire.TypeUpdate:
+				updates++
+			default:
+				t.Fatalf("unexpected message type %d", pending[3])
+			}
+			pending = pending[l:]
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if updates != n {
+		t.Fatalf("%d of %d updates arrived", updates, n)
+	}
+	if len(kaTimes) < 2 {
+		t.Fatalf("%d keepalives during a drain of %d updates, want one a second", len(kaTimes), n)
+	}
+	for i := 1; i < len(kaTimes); i++ {
+		// The hold time is 2.5 intervals; a keepalive waits at most for
+		// the write of the chunk in progress.
+		if gap := kaTimes[i].Sub(kaTimes[i-1]); gap > 2*time.Second {
+			t.Errorf("keepalives %v apart during the drain", gap.Round(time.Millisecond))
+		}
+	}
+}
