@@ -8,11 +8,13 @@ import (
 	"time"
 
 	"github.com/metalbond/metalbond"
+	"github.com/metalbond/metalbond/internal/testport"
 	"github.com/metalbond/metalbond/route"
 )
 
 func TestClientReconnectResyncs(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	// The server restarts on the same port: one below the ephemeral range.
+	ln, err := net.Listen("tcp", testport.Free(t, "127.0.0.1"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +99,8 @@ func TestLoopPrevention(t *testing.T) {
 func plainV1(c *metalbond.ClientConfig) { c.GracefulRestart = -1 }
 
 func TestGracePeriodKeepsRoutesAcrossServerRestart(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	// The server restarts on the same port: one below the ephemeral range.
+	ln, err := net.Listen("tcp", testport.Free(t, "127.0.0.1"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,11 +6,13 @@ import (
 	"time"
 
 	"github.com/metalbond/metalbond"
+	"github.com/metalbond/metalbond/internal/testport"
 	"github.com/metalbond/metalbond/route"
 )
 
 func TestGracefulRestartOfServer(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	// The server restarts on the same port: one below the ephemeral range.
+	ln, err := net.Listen("tcp", testport.Free(t, "127.0.0.1"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -125,12 +125,12 @@ type node struct {
 	cancM  context.CancelFunc
 }
 
-// startNode runs a route server on addr (":0" style loopback if empty)
+// startNode runs a route server on addr (a free loopback port if empty)
 // joined to the cluster through endpoints.
 func startNode(t testing.TB, addr string, cfg Config) *node {
 	t.Helper()
 	if addr == "" {
-		addr = "127.0.0.1:0"
+		addr = testport.Free(t, "127.0.0.1") // restarts reuse it
 	}
 	var ln net.Listener
 	var err error
