@@ -265,7 +265,11 @@ func runServer(ctx context.Context, cfg serverConfig, log *slog.Logger, _ io.Wri
 		return nil
 	})
 	if httpLn != nil {
-		m := metrics.New(metrics.Options{Server: srv, Version: versionString(), Fanout: fanout})
+		mopts := metrics.Options{Server: srv, Version: versionString(), Fanout: fanout}
+		if member != nil {
+			mopts.Cluster = member.Stats
+		}
+		m := metrics.New(mopts)
 		h := httpapi.New(httpapi.Options{
 			Server:  srv,
 			Metrics: m,

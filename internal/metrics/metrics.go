@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/metalbond/metalbond"
+	"github.com/metalbond/metalbond/cluster"
 	"github.com/metalbond/metalbond/kernel"
 )
 
@@ -28,6 +29,9 @@ type Options struct {
 	// Installer returns the statistics of the client's kernel route
 	// installer, if it has one.
 	Installer func() kernel.Stats
+	// Cluster returns the statistics of the server's etcd cluster member,
+	// if it has one.
+	Cluster func() cluster.Stats
 	// Version is exposed as the version label of metalbond_build_info.
 	Version string
 	// Fanout is the server's fan-out latency histogram, created before
@@ -101,6 +105,9 @@ func New(opts Options) *Metrics {
 	}
 	if opts.Installer != nil {
 		m.reg.MustRegister(&installerCollector{stats: opts.Installer})
+	}
+	if opts.Cluster != nil {
+		m.reg.MustRegister(&clusterCollector{stats: opts.Cluster})
 	}
 	return m
 }

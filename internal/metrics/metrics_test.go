@@ -239,7 +239,7 @@ func TestServerMetrics(t *testing.T) {
 // checkLabels enforces bounded cardinality: no route-level labels.
 func checkLabels(t *testing.T, g gathered) {
 	t.Helper()
-	allowed := map[string]bool{"state": true, "direction": true, "vni": true, "type": true, "kind": true, "peer": true, "version": true, "role": true}
+	allowed := map[string]bool{"state": true, "direction": true, "vni": true, "type": true, "kind": true, "peer": true, "version": true, "role": true, "server": true}
 	for name, mf := range g {
 		if !strings.HasPrefix(name, "metalbond_") {
 			continue

@@ -4,6 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/metalbond/metalbond"
+	"github.com/metalbond/metalbond/cluster"
 	"github.com/metalbond/metalbond/kernel"
 )
 
@@ -37,9 +38,7 @@ func (c *serverCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *serverCollector) Collect(ch chan<- prometheus.Metric) {
 	st := c.srv.Stats()
-	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
-	}
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) { emitCounter(ch, d, v, labels...) }
 	counter(descAccepted, st.Accepted)
 	counter(descHandshakeFailures, st.HandshakeFailures)
 	counter(descSlowPeers, st.SlowPeersDropped)
@@ -87,16 +86,12 @@ func (c *clientCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *clientCollector) Collect(ch chan<- prometheus.Metric) {
 	st := c.c.Stats()
-	ready := 0.0
-	if c.c.Ready() {
-		ready = 1
-	}
-	ch <- prometheus.MustNewConstMetric(descClientInstalled, prometheus.GaugeValue, float64(st.RoutesInstalled))
-	ch <- prometheus.MustNewConstMetric(descClientInstallErrors, prometheus.CounterValue, float64(st.InstallErrors))
-	ch <- prometheus.MustNewConstMetric(descClientLoops, prometheus.CounterValue, float64(st.LoopsPrevented))
-	ch <- prometheus.MustNewConstMetric(descClientSubscriptions, prometheus.GaugeValue, float64(len(c.c.Subscriptions())))
-	ch <- prometheus.MustNewConstMetric(descClientAnnouncements, prometheus.GaugeValue, float64(len(c.c.Announcements())))
-	ch <- prometheus.MustNewConstMetric(descClientReady, prometheus.GaugeValue, ready)
+	emitGauge(ch, descClientInstalled, int(st.RoutesInstalled))
+	emitCounter(ch, descClientInstallErrors, st.InstallErrors)
+	emitCounter(ch, descClientLoops, st.LoopsPrevented)
+	emitGauge(ch, descClientSubscriptions, len(c.c.Subscriptions()))
+	emitGauge(ch, descClientAnnouncements, len(c.c.Announcements()))
+	emitGauge(ch, descClientReady, boolValue(c.c.Ready()))
 }
 
 var (
@@ -134,12 +129,8 @@ func (c *installerCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *installerCollector) Collect(ch chan<- prometheus.Metric) {
 	st := c.stats()
-	gauge := func(d *prometheus.Desc, v int) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v))
-	}
-	counter := func(d *prometheus.Desc, v uint64) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v))
-	}
+	gauge := func(d *prometheus.Desc, v int) { emitGauge(ch, d, v) }
+	counter := func(d *prometheus.Desc, v uint64) { emitCounter(ch, d, v) }
 	gauge(descKernelDesired, st.Desired)
 	gauge(descKernelRoutes, st.Routes)
 	gauge(descKernelNexthops, st.Nexthops)
@@ -150,4 +141,82 @@ func (c *installerCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descKernelRepairs, st.Repairs)
 	counter(descKernelReconciles, st.Reconciles)
 	counter(descKernelIgnored, st.Ignored)
+}
+
+var (
+	descClusterReady = desc("cluster_ready",
+		"1 while the cluster member is in sync with etcd (it holds a lease and has listed the other servers' routes), else 0.")
+	descClusterLocalRoutes = desc("cluster_local_routes",
+		"Routes announced by this server's peers, which it keeps in etcd.")
+	descClusterPendingWrites = desc("cluster_pending_writes",
+		"Changes to this server's routes not yet written to etcd.")
+	descClusterRemoteRoutes = desc("cluster_remote_routes",
+		"Routes learned through etcd from another route server, by its server ID.", "server")
+	descClusterLeaseGrants = desc("cluster_lease_grants_total",
+		"etcd leases obtained.")
+	descClusterLeasesLost = desc("cluster_leases_lost_total",
+		"etcd leases lost (expired, or unknown to etcd after an outage); the routes are then written again under a new one.")
+	descClusterTxns = desc("cluster_txns_total",
+		"Write transactions committed to etcd.")
+	descClusterTxnOps = desc("cluster_txn_ops_total",
+		"Operations (route puts and deletes) in the committed write transactions.")
+	descClusterTxnErrors = desc("cluster_txn_errors_total",
+		"Write transactions that failed; their changes are retried.")
+	descClusterLists = desc("cluster_lists_total",
+		"Full listings of the cluster's routes (at start, after a lost watch or lease).")
+	descClusterWatchEvents = desc("cluster_watch_events_total",
+		"Key changes received from the etcd watch.")
+	descClusterBadKeys = desc("cluster_bad_keys_total",
+		"Keys under the cluster prefix that this version cannot decode (ignored).")
+	descClusterIDConflicts = desc("cluster_id_conflicts_total",
+		"Member records of another process with this server's ID.")
+)
+
+// clusterCollector reports the etcd cluster member's statistics.
+type clusterCollector struct{ stats func() cluster.Stats }
+
+func (c *clusterCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descClusterReady, descClusterLocalRoutes, descClusterPendingWrites,
+		descClusterRemoteRoutes, descClusterLeaseGrants, descClusterLeasesLost, descClusterTxns, descClusterTxnOps,
+		descClusterTxnErrors, descClusterLists, descClusterWatchEvents, descClusterBadKeys, descClusterIDConflicts} {
+		ch <- d
+	}
+}
+
+func (c *clusterCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.stats()
+	gauge := func(d *prometheus.Desc, v int, labels ...string) { emitGauge(ch, d, v, labels...) }
+	counter := func(d *prometheus.Desc, v uint64) { emitCounter(ch, d, v) }
+	gauge(descClusterReady, boolValue(st.Ready))
+	gauge(descClusterLocalRoutes, st.LocalRoutes)
+	gauge(descClusterPendingWrites, st.PendingWrites)
+	for id, n := range st.RemoteRoutes {
+		gauge(descClusterRemoteRoutes, n, id)
+	}
+	counter(descClusterLeaseGrants, st.LeaseGrants)
+	counter(descClusterLeasesLost, st.LeasesLost)
+	counter(descClusterTxns, st.Txns)
+	counter(descClusterTxnOps, st.TxnOps)
+	counter(descClusterTxnErrors, st.TxnErrors)
+	counter(descClusterLists, st.Lists)
+	counter(descClusterWatchEvents, st.WatchEvents)
+	counter(descClusterBadKeys, st.BadKeys)
+	counter(descClusterIDConflicts, st.IDConflicts)
+}
+
+// emitGauge and emitCounter send one constant sample of d.
+func emitGauge(ch chan<- prometheus.Metric, d *prometheus.Desc, v int, labels ...string) {
+	ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v), labels...)
+}
+
+func emitCounter(ch chan<- prometheus.Metric, d *prometheus.Desc, v uint64, labels ...string) {
+	ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+}
+
+// boolValue is 1 for true, 0 for false.
+func boolValue(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
