@@ -1,9 +1,13 @@
 package cluster
 
 import (
+	"context"
 	"net/netip"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/metalbond/metalbond/route"
 )
@@ -213,6 +217,63 @@ func TestEtcdBlip(t *testing.T) {
 	for _, n := range []*node{a, b} {
 		if st := n.m.Stats(); st.LeaseGrants != 1 || st.LeasesLost != 0 {
 			t.Errorf("%s: lease did not survive a short outage: %+v", n.m.ID(), st)
+		}
+	}
+}
+
+// TestEtcdAuthentication runs the cluster on an etcd with authentication
+// on: members with the right user and password join and share routes; a
+// member with a wrong password stays unready and its server keeps serving.
+func TestEtcdAuthentication(t *testing.T) {
+	etcd := startEtcd(t, false)
+	enableEtcdAuth(t, etcd.endpoints(), "metalbond", "s3cret")
+	cfg := func(id, password string) Config {
+		return Config{Endpoints: etcd.endpoints(), ServerID: id, LeaseTTL: testTTL, DialTimeout: time.Second,
+			Username: "metalbond", Password: password}
+	}
+	a, b := startNode(t, "", cfg("a", "s3cret")), startNode(t, "", cfg("b", "s3cret"))
+	bad := startNode(t, "", cfg("bad", "wrong"))
+	waitReady(t, 10*time.Second, true, a, b)
+	ca := startClient(t, "ca", []string{a.addr}, []route.VNI{9}, routes(9, 1, 10))
+	cb := startClient(t, "cb", []string{b.addr}, []route.VNI{9}, routes(9, 2, 10))
+	waitTables(t, 10*time.Second, []*client{ca, cb}, []*client{ca, cb})
+	if bad.m.Ready() {
+		t.Error("a member with a wrong password is ready")
+	}
+	cx := startClient(t, "cx", []string{bad.addr}, []route.VNI{9}, routes(9, 3, 5))
+	waitTables(t, 5*time.Second, []*client{cx}, []*client{cx}) // served locally
+	if bad.m.Ready() {
+		t.Error("a member with a wrong password became ready")
+	}
+}
+
+// enableEtcdAuth creates user with password and the root user, grants
+// user read and write on everything, and turns authentication on.
+func enableEtcdAuth(t *testing.T, endpoints []string, user, password string) {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	steps := []func() error{
+		func() error { _, err := cli.RoleAdd(ctx, "root"); return err },
+		func() error { _, err := cli.UserAdd(ctx, "root", "root-password"); return err },
+		func() error { _, err := cli.UserGrantRole(ctx, "root", "root"); return err },
+		func() error { _, err := cli.RoleAdd(ctx, "routes"); return err },
+		func() error {
+			_, err := cli.RoleGrantPermission(ctx, "routes", "\x00", "\x00", clientv3.PermissionType(clientv3.PermReadWrite))
+			return err
+		},
+		func() error { _, err := cli.UserAdd(ctx, user, password); return err },
+		func() error { _, err := cli.UserGrantRole(ctx, user, "routes"); return err },
+		func() error { _, err := cli.AuthEnable(ctx); return err },
+	}
+	for i, step := range steps {
+		if err := step(); err != nil {
+			t.Fatalf("etcd auth setup step %d: %v", i, err)
 		}
 	}
 }

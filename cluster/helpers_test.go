@@ -83,6 +83,9 @@ func (e *embeddedEtcd) start() {
 	cfg.InitialCluster = "test=" + e.peerURL.String()
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 	cfg.UnsafeNoFsync = !e.fsync
+	// The cheapest password hashing: with -race, etcd's default bcrypt cost
+	// makes every login take longer than the members' dial timeout.
+	cfg.BcryptCost = 4
 	var err error
 	// The ports were free when picked; retry briefly if a restart finds
 	// one still in TIME_WAIT or taken.

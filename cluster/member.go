@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
 	"os"
 	"sync"
@@ -137,8 +136,7 @@ func (s *sink) LocalRoute(r route.Route, add bool) {
 // withdraws the other servers' routes from srv, and returns nil.
 //
 // srv must have been created with this member's Sink. Run may be called
-// only once; it returns an error only if the etcd client cannot be
-// created.
+// only once; it returns an error only for a nil server or a second call.
 func (m *Member) Run(ctx context.Context, srv *metalbond.Server) error {
 	if srv == nil {
 		return errors.New("cluster: Run: nil server")
@@ -146,24 +144,9 @@ func (m *Member) Run(ctx context.Context, srv *metalbond.Server) error {
 	if !m.running.CompareAndSwap(false, true) {
 		return errors.New("cluster: Run called twice")
 	}
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:            m.cfg.Endpoints,
-		TLS:                  m.cfg.TLS,
-		Username:             m.cfg.Username,
-		Password:             m.cfg.Password,
-		DialTimeout:          m.cfg.DialTimeout,
-		DialKeepAliveTime:    10 * time.Second,
-		DialKeepAliveTimeout: 3 * time.Second,
-		Logger:               zap.NewNop(),
-		// gRPC's default reconnect backoff grows to two minutes; after an
-		// etcd outage we want to be back within seconds.
-		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           grpcbackoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
-			MinConnectTimeout: m.cfg.DialTimeout,
-		})},
-	})
+	cli, err := m.connect(ctx)
 	if err != nil {
-		return fmt.Errorf("cluster: etcd client: %w", err)
+		return nil // ctx is done
 	}
 	defer cli.Close()
 	m.conn.Store(cli.ActiveConnection())
@@ -185,6 +168,46 @@ func (m *Member) Run(ctx context.Context, srv *metalbond.Server) error {
 	w.close()
 	m.log.Info("left cluster")
 	return nil
+}
+
+// connect creates the etcd client. With authentication the client logs in
+// while it is created, which fails while etcd is unreachable or refuses the
+// credentials; connect then retries, with a growing delay and a log line
+// each time, until ctx is done, and the server serves standalone meanwhile.
+func (m *Member) connect(ctx context.Context) (*clientv3.Client, error) {
+	delay := 100 * time.Millisecond
+	for {
+		cli, err := clientv3.New(clientv3.Config{
+			Context:              ctx,
+			Endpoints:            m.cfg.Endpoints,
+			TLS:                  m.cfg.TLS,
+			Username:             m.cfg.Username,
+			Password:             m.cfg.Password,
+			DialTimeout:          m.cfg.DialTimeout,
+			DialKeepAliveTime:    10 * time.Second,
+			DialKeepAliveTimeout: 3 * time.Second,
+			Logger:               zap.NewNop(),
+			// gRPC's default reconnect backoff grows to two minutes; after an
+			// etcd outage we want to be back within seconds.
+			DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+				Backoff:           grpcbackoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+				MinConnectTimeout: m.cfg.DialTimeout,
+			})},
+		})
+		if err == nil {
+			return cli, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		m.log.Warn("cannot connect to etcd; serving standalone meanwhile", "endpoints", m.cfg.Endpoints, "err", err, "retry_in", delay)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 5*time.Second)
+	}
 }
 
 // Ready reports whether the member is in sync with the cluster: it is

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"time"
 
@@ -24,6 +25,9 @@ type etcdConfig struct {
 	LeaseTTL  time.Duration // zero: cluster.DefaultLeaseTTL
 	// Cert, Key and CA are PEM files for TLS to etcd.
 	Cert, Key, CA string
+	// User and PasswordFile authenticate to etcd (the password is the
+	// file's first line).
+	User, PasswordFile string
 }
 
 // etcdFlags are the raw --etcd* flags of "metalbond server".
@@ -33,6 +37,8 @@ type etcdFlags struct {
 	leaseTTL  string
 	cert, key string
 	ca        string
+	user      string
+	password  string // file
 }
 
 func (f *etcdFlags) register(fs *pflag.FlagSet) {
@@ -45,6 +51,8 @@ func (f *etcdFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.cert, "etcd-cert", "", "client certificate PEM `file` for etcd (needs --etcd-key)")
 	fs.StringVar(&f.key, "etcd-key", "", "client key PEM `file` for etcd (needs --etcd-cert)")
 	fs.StringVar(&f.ca, "etcd-ca", "", "PEM `file` of the CAs that sign etcd's certificates (default: the system's)")
+	fs.StringVar(&f.user, "etcd-user", "", "etcd `user` to authenticate as (needs --etcd-password-file)")
+	fs.StringVar(&f.password, "etcd-password-file", "", "`file` whose first line is the password of --etcd-user")
 }
 
 func (f *etcdFlags) parse() (etcdConfig, error) {
@@ -57,7 +65,8 @@ func (f *etcdFlags) parse() (etcdConfig, error) {
 	}
 	c.Endpoints = strings.Join(eps, ",")
 	if len(eps) == 0 {
-		for name, v := range map[string]string{"etcd-prefix": f.prefix, "etcd-lease-ttl": f.leaseTTL, "etcd-cert": f.cert, "etcd-key": f.key, "etcd-ca": f.ca} {
+		for name, v := range map[string]string{"etcd-prefix": f.prefix, "etcd-lease-ttl": f.leaseTTL, "etcd-cert": f.cert, "etcd-key": f.key, "etcd-ca": f.ca,
+			"etcd-user": f.user, "etcd-password-file": f.password} {
 			if v != "" {
 				return c, flagError(name, v, errors.New("needs --etcd"))
 			}
@@ -79,6 +88,10 @@ func (f *etcdFlags) parse() (etcdConfig, error) {
 		return c, errors.New("--etcd-cert and --etcd-key go together")
 	}
 	c.Cert, c.Key, c.CA = f.cert, f.key, f.ca
+	if (f.user == "") != (f.password == "") {
+		return c, errors.New("--etcd-user and --etcd-password-file go together")
+	}
+	c.User, c.PasswordFile = f.user, f.password
 	return c, nil
 }
 
@@ -100,11 +113,24 @@ func newMember(c etcdConfig, log *slog.Logger) (*cluster.Member, error) {
 			return nil, err
 		}
 	}
+	var password string
+	if c.PasswordFile != "" {
+		b, err := os.ReadFile(c.PasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("etcd password: %w", err)
+		}
+		password, _, _ = strings.Cut(string(b), "\n")
+		if password = strings.TrimRight(password, "\r"); password == "" {
+			return nil, fmt.Errorf("etcd password: %s: first line is empty", c.PasswordFile)
+		}
+	}
 	return cluster.New(cluster.Config{
 		Endpoints: endpoints,
 		Prefix:    c.Prefix,
 		LeaseTTL:  c.LeaseTTL,
 		TLS:       tlsCfg,
+		Username:  c.User,
+		Password:  password,
 		Logger:    log.With("component", "cluster"),
 	})
 }
