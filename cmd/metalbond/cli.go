@@ -146,6 +146,28 @@ func newLogger(c logConfig, w io.Writer) *slog.Logger {
 
 // applyConfigFile applies --config, if given, to the flags of cmd that the
 // command line did not set.
+// runDaemon returns the RunE of a daemon command (server, client): it
+// applies the --config file, validates the flags with parse and runs the
+// daemon with a logger configured by its Log settings. An error of parse is
+// a usage error (exit 2), one of run a runtime error (exit 1).
+func runDaemon[C any](configFile *string, parse func() (C, error), logOf func(C) logConfig,
+	run func(context.Context, C, *slog.Logger, io.Writer) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, _ []string) error {
+		if err := applyConfigFile(cmd, *configFile); err != nil {
+			return err
+		}
+		cfg, err := parse()
+		if err != nil {
+			return err
+		}
+		log := newLogger(logOf(cfg), cmd.ErrOrStderr())
+		if err := run(cmd.Context(), cfg, log, cmd.OutOrStdout()); err != nil {
+			return runtimeError{err}
+		}
+		return nil
+	}
+}
+
 func applyConfigFile(cmd *cobra.Command, path string) error {
 	if path == "" {
 		return nil

@@ -99,20 +99,7 @@ are the long flag names (flags on the command line win):
   metalbond client --server [2001:db8::10]:4711 --server [2001:db8::11]:4711 \
       --announce 23#10.0.24.0/24#2001:db8::2#NAT#1024#2047`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := applyConfigFile(cmd, f.config); err != nil {
-				return err
-			}
-			cfg, err := f.parse()
-			if err != nil {
-				return err
-			}
-			log := newLogger(cfg.Log, cmd.ErrOrStderr())
-			if err := r.client(cmd.Context(), cfg, log, cmd.OutOrStdout()); err != nil {
-				return runtimeError{err}
-			}
-			return nil
-		},
+		RunE: runDaemon(&f.config, f.parse, func(c clientConfig) logConfig { return c.Log }, r.client),
 	}
 	fs := cmd.Flags()
 	fs.SortFlags = false

@@ -81,20 +81,7 @@ in a YAML file given with --config, whose keys are the long flag names:
 		Example: `  metalbond server --listen [::]:4711 --http [::1]:4712
   metalbond server --config /etc/metalbond/server.yaml`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := applyConfigFile(cmd, f.config); err != nil {
-				return err
-			}
-			cfg, err := f.parse()
-			if err != nil {
-				return err
-			}
-			log := newLogger(cfg.Log, cmd.ErrOrStderr())
-			if err := r.server(cmd.Context(), cfg, log, cmd.OutOrStdout()); err != nil {
-				return runtimeError{err}
-			}
-			return nil
-		},
+		RunE: runDaemon(&f.config, f.parse, func(c serverConfig) logConfig { return c.Log }, r.server),
 	}
 	fs := cmd.Flags()
 	fs.SortFlags = false
