@@ -144,8 +144,6 @@ func newLogger(c logConfig, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-// applyConfigFile applies --config, if given, to the flags of cmd that the
-// command line did not set.
 // runDaemon returns the RunE of a daemon command (server, client): it
 // applies the --config file, validates the flags with parse and runs the
 // daemon with a logger configured by its Log settings. An error of parse is
@@ -168,6 +166,8 @@ func runDaemon[C any](configFile *string, parse func() (C, error), logOf func(C)
 	}
 }
 
+// applyConfigFile applies --config, if given, to the flags of cmd that the
+// command line did not set.
 func applyConfigFile(cmd *cobra.Command, path string) error {
 	if path == "" {
 		return nil
