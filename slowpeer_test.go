@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"net"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -419,6 +420,81 @@ func TestSlowV1SubscriberConverges(t *testing.T) {
 	if floor := time.Duration(n) * delay; took < floor {
 		t.Errorf("slow reader finished in %v, faster than its own processing time %v: the delay is not applied", took, floor)
 	}
+}
+
+// TestSlowV1SubscriberDoesNotHoldBackLiveUpdates: an announcer sends
+// 100,000 routes into a VNI with a fast subscriber of ours and a
+// deployed-style v1 subscriber: the fast one gets them about as fast as
+// without the slow one (the paced peer's queue takes the burst instead of
+// slowing the announcer to its pace), and the slow one gets every route
+// without a full read.
+func TestSlowV1SubscriberDoesNotHoldBackLiveUpdates(t *testing.T) {
+	n, delay := slowScale()
+	want := manyRoutes(7, n, "2001:db8::1")
+	run := func(withSlow bool) (fast time.Duration, slowHad int64) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		srv := serveOn(t, ln, metalbond.ServerConfig{})
+		f := startClient(t, []string{addr})
+		f.mustReady(t)
+		f.subscribe(t, 7)
+		var slow *slowV1Peer
+		var done <-chan error
+		if withSlow {
+			slow, done = slowSubscriber(t, addr, 7, n, delay)
+		}
+		a := startClient(t, []string{addr})
+		a.mustReady(t)
+		if withSlow {
+			waitFor(t, func() bool { return subscribers(srv, 7) == 2 })
+		}
+		start := time.Now()
+		announced := make(chan struct{})
+		go func() {
+			defer close(announced)
+			a.announce(t, want...)
+		}()
+		waitCount(t, f.inst, n, time.Minute)
+		fast = time.Since(start)
+		f.inst.waitRoutes(t, want)
+		<-announced
+		if slow != nil {
+			slowHad = slow.updates.Load()
+			if err := wait1(t, done, 2*time.Minute); err != nil {
+				t.Fatalf("slow v1 subscriber: %v (largest read %d bytes)", err, slow.maxRead.Load())
+			}
+			if err := slow.checkRoutes(want); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("slow v1 subscriber (%v per message): %d routes in %v, largest read %d bytes",
+				delay, n, time.Since(start).Round(time.Millisecond), slow.maxRead.Load())
+		}
+		return fast, slowHad
+	}
+	alone, _ := run(false)
+	withSlow, slowHad := run(true)
+	t.Logf("fast subscriber: %v alone, %v with the slow one (which had %d of %d routes then)",
+		alone.Round(time.Millisecond), withSlow.Round(time.Millisecond), slowHad, n)
+	// Held back, the fast one would finish with the slow one and take
+	// about its time (see TestSlowV1SubscriberConverges).
+	if slowHad > int64(n)*9/10 && withSlow > 2*alone+500*time.Millisecond {
+		t.Errorf("the fast subscriber took %v with a slow v1 subscriber present, %v without, finishing when the slow one had %d of %d routes: it is held back",
+			withSlow, alone, slowHad, n)
+	}
+}
+
+// subscribers returns how many peers of srv subscribe to vni.
+func subscribers(srv *metalbond.Server, vni route.VNI) int {
+	n := 0
+	for _, p := range srv.Peers() {
+		if slices.Contains(p.Subscriptions, vni) {
+			n++
+		}
+	}
+	return n
 }
 
 // TestSlowV1ServerReceivesAnnouncements: our client announces 20,000

@@ -50,6 +50,12 @@ type Config struct {
 	MaxQueue int
 	// HighWater is the queue size above which WaitWritable blocks. Default 1 MiB.
 	HighWater int
+	// PacedHighWater replaces HighWater, when larger, for a peer whose
+	// writes are paced (a plain v1 peer, see NoPaceV1): such a peer reads
+	// at its own pace, and a burst that fits below this mark reaches the
+	// other peers at full speed instead of at the paced peer's. Default
+	// 8 MiB (about 220,000 updates).
+	PacedHighWater int
 	// ReadBufferSize is the size of the read buffer. Default 16 KiB.
 	ReadBufferSize int
 	// Logger receives session events. Default discards.
@@ -85,6 +91,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.HighWater <= 0 {
 		c.HighWater = 1 << 20
+	}
+	if c.PacedHighWater <= 0 {
+		c.PacedHighWater = 8 << 20
 	}
 	if c.ReadBufferSize <= 0 {
 		c.ReadBufferSize = 16 << 10
@@ -214,7 +223,16 @@ func (s *Session) SendFunc(fn func(b []byte) ([]byte, int)) (congested bool) {
 		s.fail(fmt.Errorf("%w: %d bytes queued", ErrQueueFull, pending))
 		return false
 	}
-	return pending > s.cfg.HighWater
+	return pending > s.highWater()
+}
+
+// highWater is the queue size above which producers wait (Config.HighWater
+// and PacedHighWater).
+func (s *Session) highWater() int {
+	if !s.cfg.NoPaceV1 && s.PlainV1() {
+		return max(s.cfg.HighWater, s.cfg.PacedHighWater)
+	}
+	return s.cfg.HighWater
 }
 
 // Track calls t.Done once everything queued so far has been written. It
@@ -235,7 +253,7 @@ func (s *Session) WaitWritable(ctx context.Context, max time.Duration) bool {
 	if time.Since(time.Unix(0, s.progress.Load())) > stuckAfter && s.q.pending() > 0 {
 		return false
 	}
-	return s.q.waitBelow(ctx, s.cfg.HighWater/2, max)
+	return s.q.waitBelow(ctx, s.highWater()/2, max)
 }
 
 // Established returns a channel closed once the handshake has completed.
@@ -547,7 +565,7 @@ func (s *Session) drain() error {
 				}
 			}
 		}
-		s.q.done(buf, s.cfg.HighWater/2)
+		s.q.done(buf, s.highWater()/2)
 	}
 }
 
