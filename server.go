@@ -113,6 +113,12 @@ type vniState struct {
 	// dead is set when the state was dropped from Server.vnis for being
 	// empty; whoever finds it set after locking fetches the VNI again.
 	dead bool
+	// table is the VNI's routes encoded as ADD frames (tableN of them),
+	// queued by reference to every subscriber that holds no route here;
+	// nil until a subscription needs it, and again after any change
+	// (fanoutN, through which every change goes).
+	table  []byte
+	tableN int
 }
 
 type serverCounters struct {
@@ -456,30 +462,24 @@ func (p *serverPeer) subscribe(vni route.VNI) {
 	delay := p.srv.cfg.SyncDelay - time.Since(p.srv.started)
 	st := p.srv.lockVNI(vni)
 	st.subs = append(st.subs, p)
-	n := 0
-	p.sess.SendFunc(func(b []byte) ([]byte, int) {
-		first := true
-		st.routes.Range(func(pfx netip.Prefix, nh route.NextHop, h routetable.Holders) bool {
-			if first {
-				// Grow once for the whole table, from the size of the
-				// first frame, instead of doubling as it fills.
-				first = false
-				size := len(wire.AppendUpdate(nil, wire.ActionAdd, route.Route{VNI: vni, Prefix: pfx, NextHop: nh}))
-				b = slices.Grow(b, st.routes.Len()*(size+size/16))
-			}
-			// NAT routes are not sent back to the peer that announced them.
-			if nh.Type == route.NextHopNAT && h.Has(p.id) {
-				return true
-			}
-			b = wire.AppendUpdate(b, wire.ActionAdd, route.Route{VNI: vni, Prefix: pfx, NextHop: nh})
-			n++
-			return true
-		})
-		if eos && delay <= 0 {
-			b, _ = wire.AppendFrame(b, wire.EndOfSync{VNI: vni})
+	var n int
+	if st.routes.SourceLen(p.id) == 0 {
+		// Nothing is held back from p (see encodeTable): it gets the
+		// table encoded once for all such subscribers.
+		if st.table == nil {
+			st.table, st.tableN = st.encodeTable(vni, p, false)
 		}
-		return b, n
-	})
+		n = st.tableN
+		p.sess.SendShared(st.table, n)
+	} else {
+		var b []byte
+		b, n = st.encodeTable(vni, p, true)
+		p.sess.SendShared(b, n)
+	}
+	if eos && delay <= 0 {
+		frame, _ := wire.AppendFrame(nil, wire.EndOfSync{VNI: vni})
+		p.sess.Send(frame, 0)
+	}
 	st.mu.Unlock()
 	if eos && delay > 0 {
 		// Right after a restart the table is still filling up as peers
@@ -494,6 +494,30 @@ func (p *serverPeer) subscribe(vni route.VNI) {
 	p.mu.Unlock()
 	p.srv.stats.updatesSent.Add(uint64(n))
 	p.log.Info("subscribed", "vni", vni, "routes", n)
+}
+
+// encodeTable encodes the routes of st as ADD frames and returns them with
+// their number. With exclude, NAT routes that p announced are left out:
+// they are not sent back to their announcer. st.mu is held.
+func (st *vniState) encodeTable(vni route.VNI, p *serverPeer, exclude bool) ([]byte, int) {
+	var b []byte
+	n := 0
+	st.routes.Range(func(pfx netip.Prefix, nh route.NextHop, h routetable.Holders) bool {
+		r := route.Route{VNI: vni, Prefix: pfx, NextHop: nh}
+		if b == nil {
+			// One allocation for the whole table, from the size of the
+			// first frame, instead of doubling as it fills.
+			size := len(wire.AppendUpdate(nil, wire.ActionAdd, r))
+			b = make([]byte, 0, st.routes.Len()*(size+size/16))
+		}
+		if exclude && nh.Type == route.NextHopNAT && h.Has(p.id) {
+			return true
+		}
+		b = wire.AppendUpdate(b, wire.ActionAdd, r)
+		n++
+		return true
+	})
+	return b, n
 }
 
 func (p *serverPeer) unsubscribe(vni route.VNI) {
@@ -611,14 +635,23 @@ func (s *Server) fanout(st *vniState, frame []byte, except *serverPeer, congeste
 	return s.fanoutN(st, frame, 1, except, congested)
 }
 
-// fanoutN is fanout for frames holding updates UPDATEs.
+// fanoutN is fanout for frames holding updates UPDATEs. Every change of a
+// VNI's routes goes through it.
 func (s *Server) fanoutN(st *vniState, frames []byte, updates int, except *serverPeer, congested []*session.Session) []*session.Session {
+	st.table, st.tableN = nil, 0
+	send := (*session.Session).Send
+	if len(frames) >= shareMin && len(st.subs) > 2 {
+		// One copy that every subscriber's queue refers to, rather than
+		// one copy per subscriber.
+		frames = slices.Clone(frames)
+		send = (*session.Session).SendShared
+	}
 	n := 0
 	for _, sub := range st.subs {
 		if sub == except {
 			continue
 		}
-		if sub.sess.Send(frames, updates) {
+		if send(sub.sess, frames, updates) {
 			congested = append(congested, sub.sess)
 		}
 		n++
@@ -638,6 +671,10 @@ func (s *Server) fanoutN(st *vniState, frames []byte, updates int, except *serve
 	}
 	return congested
 }
+
+// shareMin is the size from which a fan-out batch is queued by reference
+// rather than copied into each subscriber's queue.
+const shareMin = 2 << 10
 
 // fanoutSample is the sampling period of ServerConfig.ObserveFanout.
 const fanoutSample = 64

@@ -3,6 +3,7 @@ package metalbond_test
 import (
 	"context"
 	"net"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -240,5 +241,40 @@ func TestMessageCountersSurviveSessions(t *testing.T) {
 	st := srv.Stats()
 	if st.MessagesReceived["UPDATE"] != 1 || st.MessagesReceived["SUBSCRIBE"] != 1 || st.MessagesReceived["HELLO"] != 1 {
 		t.Fatalf("after the session ended: %v", st.MessagesReceived)
+	}
+}
+
+// TestSharedTableFollowsChanges: subscribers share the VNI's encoded table
+// and fan-out batches by reference; a subscriber that comes after changes
+// gets the table as it is then, and everyone ends exact.
+func TestSharedTableFollowsChanges(t *testing.T) {
+	_, addr := startServer(t, metalbond.ServerConfig{})
+	announcer := startClient(t, []string{addr})
+	first := manyRoutes(30, 3000, "2001:db8::1")
+	announcer.announce(t, first...)
+
+	var subs []*testClient
+	for range 3 { // the first builds the shared table, the others reuse it
+		c := startClient(t, []string{addr})
+		c.subscribe(t, 30)
+		c.inst.waitRoutes(t, first)
+		subs = append(subs, c)
+	}
+
+	// Changes in batches large enough to be shared among the subscribers.
+	announcer.withdraw(t, first[:1000]...)
+	more := manyRoutes(30, 2000, "2001:db8::2")
+	announcer.announce(t, more...)
+	want := append(slices.Clone(first[1000:]), more...)
+	for _, c := range subs {
+		c.inst.waitRoutes(t, want)
+	}
+	late := startClient(t, []string{addr})
+	late.subscribe(t, 30)
+	late.inst.waitRoutes(t, want)
+	for _, c := range append(subs, late) {
+		if _, removes, problems := c.inst.counts(); len(problems) > 0 {
+			t.Errorf("removes %d, problems %v", removes, problems)
+		}
 	}
 }

@@ -8,11 +8,15 @@ import (
 )
 
 // queue is a session's bounded send queue: encoded frames waiting for the
-// writer goroutine. Producers append bytes (an update encoded once is copied
-// into the queue of every subscriber, which is cheaper than sharing it by
-// reference at these sizes); the writer takes everything queued so far and
-// writes it with as few system calls as possible, so a burst of messages goes
-// out in one write and the queue is flushed as soon as it is empty.
+// writer goroutine, as a list of segments, each of whole frames. Small
+// producers append to a segment the queue owns (chunks recycled through a
+// pool once written); a producer that sends the same bytes to many
+// sessions — a fan-out batch, a VNI's table — queues them by reference
+// (pushShared), so they exist once however many queues hold them. The
+// writer takes everything queued so far and writes it with as few system
+// calls as possible (vectored writes across segments), so a burst of
+// messages goes out in few writes and the queue is flushed as soon as it is
+// empty.
 //
 // queue is safe for concurrent use.
 type queue struct {
@@ -20,22 +24,40 @@ type queue struct {
 
 	mu sync.Mutex // guards the following
 	// prio holds frames that jump the queue (keepalives): they are written
-	// before buf, so route work never starves keepalives.
+	// before segs, so route work never starves keepalives.
 	prio []byte
-	// buf holds frames in the order they were queued.
-	buf []byte
-	// spare is a written-out buffer kept for reuse.
-	spare []byte
+	// segs holds frames in the order they were queued; the last segment
+	// is ours to append to if tailOwned.
+	segs      []segment
+	tailOwned bool
+	queued    int // bytes in segs
+	// spare is the segment list of a written-out take, kept for reuse.
+	spare []segment
 	// inflight counts bytes taken by the writer and not yet written.
 	inflight int
 	closed   bool
-	// marks are trackers of frames in buf; taken marks are those of the
-	// buffer being written.
+	// marks are trackers of frames in segs; taken marks are those of the
+	// segments being written.
 	marks, takenMarks []*Tracker
 	// drained, when non-nil, is closed when pending bytes fall to lowWater
 	// or the queue closes; producers applying back-pressure wait on it.
 	drained chan struct{}
 }
+
+// segment is a run of whole frames. Owned segments are the queue's and
+// go back to the chunk pool once written; shared ones are read-only bytes
+// that other queues may hold too.
+type segment struct {
+	b     []byte
+	owned bool
+}
+
+// chunkSize is the capacity of an owned segment: appends start a new one
+// when the last has this much, so a queue that grows to megabytes never
+// copies what it holds.
+const chunkSize = 32 << 10
+
+var chunkPool = sync.Pool{New: func() any { b := make([]byte, 0, chunkSize); return &b }}
 
 func newQueue() *queue {
 	return &queue{wake: make(chan struct{}, 1)}
@@ -53,15 +75,47 @@ func (q *queue) push(fn func([]byte) []byte, prio bool) (pending int, ok bool) {
 	if prio {
 		q.prio = fn(q.prio)
 	} else {
-		q.buf = fn(q.buf)
+		if !q.tailOwned || len(q.segs[len(q.segs)-1].b) >= chunkSize {
+			q.segs = append(q.segs, segment{b: (*chunkPool.Get().(*[]byte))[:0], owned: true})
+			q.tailOwned = true
+		}
+		tail := &q.segs[len(q.segs)-1]
+		n := len(tail.b)
+		tail.b = fn(tail.b)
+		q.queued += len(tail.b) - n
 	}
-	pending = len(q.buf) + len(q.prio) + q.inflight
+	pending = q.queued + len(q.prio) + q.inflight
 	q.mu.Unlock()
+	q.signal()
+	return pending, true
+}
+
+// pushShared queues frames by reference: b must hold whole frames and
+// must not change until the writer has written it, which may be long after
+// pushShared returns.
+func (q *queue) pushShared(b []byte) (pending int, ok bool) {
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return 0, false
+	}
+	if len(b) > 0 {
+		q.segs = append(q.segs, segment{b: b[:len(b):len(b)]})
+		q.tailOwned = false
+		q.queued += len(b)
+	}
+	pending = q.queued + len(q.prio) + q.inflight
+	q.mu.Unlock()
+	q.signal()
+	return pending, true
+}
+
+// signal wakes the writer.
+func (q *queue) signal() {
 	select {
 	case q.wake <- struct{}{}:
 	default:
 	}
-	return pending, true
 }
 
 // mark attaches t to the frames queued so far: t.Done is called once
@@ -73,7 +127,7 @@ func (q *queue) mark(t *Tracker) bool {
 		return false
 	}
 	switch {
-	case len(q.buf) > 0: // waiting for the writer
+	case q.queued > 0: // waiting for the writer
 		q.marks = append(q.marks, t)
 	case q.inflight > 0: // taken by the writer, being written
 		q.takenMarks = append(q.takenMarks, t)
@@ -86,17 +140,18 @@ func (q *queue) mark(t *Tracker) bool {
 }
 
 // take hands the writer everything queued, priority frames first. The
-// returned slices stay valid until the next call to take.
-func (q *queue) take() (prio, buf []byte) {
+// returned slices stay valid until the writer passes segs to done.
+func (q *queue) take() (prio []byte, segs []segment) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	prio, buf = q.prio, q.buf
+	prio, segs = q.prio, q.segs
 	q.takenMarks, q.marks = q.marks, q.takenMarks[:0]
 	q.prio = nil
-	q.buf = q.spare[:0]
-	q.spare = nil
-	q.inflight = len(prio) + len(buf)
-	return prio, buf
+	q.segs, q.spare = q.spare[:0], nil
+	q.tailOwned = false
+	q.inflight = len(prio) + q.queued
+	q.queued = 0
+	return prio, segs
 }
 
 // takePrio hands the writer the priority frames queued since take.
@@ -109,9 +164,17 @@ func (q *queue) takePrio() []byte {
 	return p
 }
 
-// done tells the queue the writer has written buf (returned by take) and
-// may recycle it. lowWater is the back-pressure release threshold.
-func (q *queue) done(buf []byte, lowWater int) {
+// done tells the queue the writer has written segs (returned by take): owned
+// chunks go back to the pool (an idle peer keeps no memory), the list is
+// kept for reuse. lowWater is the back-pressure release threshold.
+func (q *queue) done(segs []segment, lowWater int) {
+	for i, sg := range segs {
+		if sg.owned && cap(sg.b) == chunkSize {
+			b := sg.b[:0]
+			chunkPool.Put(&b)
+		}
+		segs[i] = segment{}
+	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for i, t := range q.takenMarks {
@@ -120,12 +183,10 @@ func (q *queue) done(buf []byte, lowWater int) {
 	}
 	q.takenMarks = q.takenMarks[:0]
 	q.inflight = 0
-	// Keep moderately sized buffers for reuse; let big ones go so an idle
-	// peer does not pin the memory of its largest burst.
-	if cap(buf) <= 1<<20 && q.spare == nil {
-		q.spare = buf[:0]
+	if q.spare == nil && cap(segs) <= 1024 && !q.closed {
+		q.spare = segs[:0]
 	}
-	if q.drained != nil && len(q.buf)+len(q.prio) <= lowWater {
+	if q.drained != nil && q.queued+len(q.prio) <= lowWater {
 		close(q.drained)
 		q.drained = nil
 	}
@@ -135,7 +196,7 @@ func (q *queue) done(buf []byte, lowWater int) {
 func (q *queue) pending() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return len(q.buf) + len(q.prio) + q.inflight
+	return q.queued + len(q.prio) + q.inflight
 }
 
 // close drops everything queued and wakes all waiters.
@@ -143,7 +204,7 @@ func (q *queue) close() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.closed = true
-	q.buf, q.prio, q.spare = nil, nil, nil
+	q.prio, q.segs, q.spare, q.queued = nil, nil, nil, 0
 	q.marks, q.takenMarks = nil, nil
 	if q.drained != nil {
 		close(q.drained)
@@ -157,7 +218,7 @@ func (q *queue) waitBelow(ctx context.Context, lowWater int, max time.Duration) 
 	var timer *time.Timer
 	for {
 		q.mu.Lock()
-		if q.closed || len(q.buf)+len(q.prio)+q.inflight <= lowWater {
+		if q.closed || q.queued+len(q.prio)+q.inflight <= lowWater {
 			q.mu.Unlock()
 			return true
 		}

@@ -142,6 +142,7 @@ type Session struct {
 	peerHello atomic.Pointer[wire.Hello] // the peer's HELLO, once received
 	state     atomic.Uint32
 	progress  atomic.Int64 // unix nanoseconds of the last write that made progress
+	iov       [][]byte     // the writer's scratch list for vectored writes
 	keepalive atomic.Int64 // agreed interval in nanoseconds
 	since     atomic.Int64 // unix nanoseconds when established
 
@@ -215,6 +216,20 @@ func (s *Session) SendFunc(fn func(b []byte) ([]byte, int)) (congested bool) {
 		b, updates = fn(b)
 		return b
 	}, false)
+	return s.queued(pending, ok, updates)
+}
+
+// SendShared is Send for bytes that the producer sends to many sessions:
+// they are queued by reference, not copied. frames must hold whole frames
+// and must never change afterwards.
+func (s *Session) SendShared(frames []byte, updates int) (congested bool) {
+	pending, ok := s.q.pushShared(frames)
+	return s.queued(pending, ok, updates)
+}
+
+// queued accounts for updates queued, leaving pending bytes in the queue,
+// and reports whether the queue is congested.
+func (s *Session) queued(pending int, ok bool, updates int) (congested bool) {
 	if !ok {
 		return false
 	}
@@ -229,7 +244,7 @@ func (s *Session) SendFunc(fn func(b []byte) ([]byte, int)) (congested bool) {
 // highWater is the queue size above which producers wait (Config.HighWater
 // and PacedHighWater).
 func (s *Session) highWater() int {
-	if !s.cfg.NoPaceV1 && s.PlainV1() {
+	if s.pacedPeer() {
 		return max(s.cfg.HighWater, s.cfg.PacedHighWater)
 	}
 	return s.cfg.HighWater
@@ -526,53 +541,133 @@ func (s *Session) keepaliveLoop() {
 // drain writes everything queued until the queue is empty.
 func (s *Session) drain() error {
 	for {
-		prio, buf := s.q.take()
-		if len(prio) == 0 && len(buf) == 0 {
+		prio, segs := s.q.take()
+		if len(prio) == 0 && len(segs) == 0 {
 			return nil
 		}
 		if err := s.write(prio, false); err != nil {
 			return err
 		}
-		// next is the offset in b of the next frame. Paced writes may end
-		// inside a frame; priority frames go out only between frames.
-		next := 0
-		for b := buf; len(b) > 0; {
-			n, counts := next, true
-			if n == 0 {
-				var err error
-				if n, counts, err = s.pace(min(len(b), maxWrite)); err != nil {
-					return err
+		for i := 0; i < len(segs); {
+			// Runs of small segments go out in one vectored write, unless
+			// writes are paced.
+			j, n := i, 0
+			if !s.pacedPeer() {
+				for j < len(segs) && n+len(segs[j].b) <= maxWrite {
+					n += len(segs[j].b)
+					j++
 				}
 			}
-			// else: finish the frame begun (at most one frame, so
-			// pacing is exceeded by less than wire.MaxBodyLen).
-			if err := s.write(b[:n], counts); err != nil {
+			var err error
+			if j-i > 1 {
+				err = s.writev(segs[i:j])
+				i = j
+			} else {
+				err = s.writeFrames(segs[i].b)
+				i++
+			}
+			if err != nil {
 				return err
 			}
-			for next < n {
-				next += frameLen(b[next:])
-			}
-			next -= n
-			b = b[n:]
-			if next > 0 {
-				continue
-			}
-			// Keepalives queued meanwhile go out between chunks, so a
-			// long backlog never starves them.
-			if p := s.q.takePrio(); len(p) > 0 {
-				if err := s.write(p, false); err != nil {
-					return err
-				}
+			if err := s.writePrio(); err != nil {
+				return err
 			}
 		}
-		s.q.done(buf, s.highWater()/2)
+		s.q.done(segs, s.highWater()/2)
 	}
 }
+
+// writeFrames writes b, whole frames, in writes of at most maxWrite bytes,
+// or as pacing allows; keepalives queued meanwhile go out between frames.
+func (s *Session) writeFrames(b []byte) error {
+	// next is the offset in b of the next frame. Paced writes may end
+	// inside a frame; priority frames go out only between frames.
+	next := 0
+	for len(b) > 0 {
+		n, counts := next, true
+		if n == 0 {
+			var err error
+			if n, counts, err = s.pace(min(len(b), maxWrite)); err != nil {
+				return err
+			}
+		}
+		// else: finish the frame begun (at most one frame, so pacing is
+		// exceeded by less than wire.MaxBodyLen).
+		if err := s.write(b[:n], counts); err != nil {
+			return err
+		}
+		for next < n {
+			next += frameLen(b[next:])
+		}
+		next -= n
+		b = b[n:]
+		if next > 0 {
+			continue
+		}
+		// Keepalives queued meanwhile go out between chunks, so a long
+		// backlog never starves them.
+		if err := s.writePrio(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writePrio writes the priority frames queued since the last take.
+func (s *Session) writePrio() error {
+	if p := s.q.takePrio(); len(p) > 0 {
+		return s.write(p, false)
+	}
+	return nil
+}
+
+// pacedPeer reports whether writes to the peer are paced (pace).
+func (s *Session) pacedPeer() bool { return !s.cfg.NoPaceV1 && s.PlainV1() }
 
 // frameLen returns the length of the frame at the start of b, which holds
 // whole frames as queued.
 func frameLen(b []byte) int {
 	return wire.HeaderLen + (int(b[1])<<8 | int(b[2]))
+}
+
+// writev writes the segments in one vectored write where the connection
+// supports it; as write, each write must make progress within WriteTimeout,
+// and the route data written counts as progress.
+func (s *Session) writev(segs []segment) error {
+	iov, left := s.iov[:0], 0
+	for _, sg := range segs {
+		if len(sg.b) > 0 { // the kernel is never asked to write nothing
+			iov = append(iov, sg.b)
+			left += len(sg.b)
+		}
+	}
+	s.iov = iov[:0]
+	bufs := net.Buffers(iov)
+	for left > 0 {
+		if err := s.conn.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout)); err != nil {
+			return err
+		}
+		n, err := bufs.WriteTo(s.conn)
+		left -= int(n)
+		if n > 0 {
+			s.progress.Store(time.Now().UnixNano())
+		}
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				if n == 0 {
+					return fmt.Errorf("%w for %v", ErrStalled, s.cfg.WriteTimeout)
+				}
+				continue
+			}
+			return fmt.Errorf("write: %w", err)
+		}
+		if n == 0 {
+			return fmt.Errorf("write: %w", io.ErrShortWrite) // never loop on nothing
+		}
+	}
+	clear(iov)
+	return nil
 }
 
 // write writes b; each write must make progress within WriteTimeout. Route
