@@ -88,22 +88,35 @@ func (r *recorder) HandleUpdate(_ *Session, u *wire.Update) error {
 	return nil
 }
 
-// pair runs a client and a server session over loopback TCP.
-func pair(t *testing.T, ccfg, scfg Config) (c, s *Session, ch, sh *recorder, cerr, serr chan error) {
+// tcpPair returns the two ends of a loopback TCP connection, closed when
+// the test ends.
+func tcpPair(t *testing.T) (client, server net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	cc, err := net.Dial("tcp", ln.Addr().String())
+	client, err = net.Dial("tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	sc, err := ln.Accept()
+	server, err = ln.Accept()
 	if err != nil {
+		client.Close()
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		client.Close()
+		server.Close()
+	})
+	return client, server
+}
+
+// pair runs a client and a server session over loopback TCP.
+func pair(t *testing.T, ccfg, scfg Config) (c, s *Session, ch, sh *recorder, cerr, serr chan error) {
+	t.Helper()
+	cc, sc := tcpPair(t)
 	ccfg.Role, scfg.Role = RoleClient, RoleServer
 	ch, sh = newRecorder(), newRecorder()
 	c, s = New(cc, ccfg, ch), New(sc, scfg, sh)
@@ -384,19 +397,7 @@ func TestSharedAndOwnedFramesKeepTheirOrder(t *testing.T) {
 func testFrameOrder(t *testing.T, noPace bool) {
 	const total = 20000
 	h := &orderChecker{recorder: newRecorder(), total: total, done: make(chan error, 1)}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	cc, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	cc, sc := tcpPair(t)
 	c := New(cc, Config{Role: RoleClient, NoPaceV1: noPace}, newRecorder())
 	s := New(sc, Config{Role: RoleServer}, h)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -470,21 +471,7 @@ func TestEmptySegments(t *testing.T) {
 		t.Errorf("take after empty pushShared: %d segments", len(segs))
 	}
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	conn, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	peer, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer peer.Close()
+	conn, _ := tcpPair(t)
 	s := New(conn, Config{Role: RoleClient}, newRecorder())
 	done := make(chan error, 1)
 	go func() { done <- s.writev([]segment{{}, {b: []byte{}}, {owned: true}}) }()
