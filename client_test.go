@@ -39,10 +39,7 @@ func TestClientReconnectResyncs(t *testing.T) {
 	// re-send everything, and converge again.
 	stopServer(srv)
 	a.inst.waitRoutes(t, nil)
-	ln, err = net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln = relisten(t, addr)
 	srv = serveOn(t, ln, metalbond.ServerConfig{})
 	a.inst.waitRoutes(t, []route.Route{rb})
 	b.inst.waitRoutes(t, []route.Route{ra})
@@ -121,10 +118,7 @@ func TestGracePeriodKeepsRoutesAcrossServerRestart(t *testing.T) {
 	// the grace period.
 	stopServer(srv)
 	a.withdraw(t, gone)
-	ln, err = net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln = relisten(t, addr)
 	serveOn(t, ln, metalbond.ServerConfig{})
 	sub.inst.waitRoutes(t, []route.Route{kept})
 	adds, removes, _ := sub.inst.counts()

@@ -34,10 +34,7 @@ func TestGracefulRestartOfServer(t *testing.T) {
 	stopServer(srv)
 	a.withdraw(t, gone)
 	start := time.Now()
-	ln, err = net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln = relisten(t, addr)
 	serveOn(t, ln, cfg)
 	sub.inst.waitRoutes(t, []route.Route{kept})
 	if d := time.Since(start); d > 10*time.Second {

@@ -24,6 +24,24 @@ func startServer(t testing.TB, cfg metalbond.ServerConfig) (*metalbond.Server, s
 	return serveOn(t, ln, cfg), ln.Addr().String()
 }
 
+// relisten listens on addr again after a server there stopped. The kernel
+// has been seen to refuse the port for a moment after the old listener
+// closed (once in many CI runs), so it retries for a few seconds.
+func relisten(t testing.TB, addr string) net.Listener {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ln, err := net.Listen("tcp", addr)
+		if err == nil {
+			return ln
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // serveOn runs a server on ln and returns it; the server stops when the
 // test ends or when stop is called through stopServer.
 func serveOn(t testing.TB, ln net.Listener, cfg metalbond.ServerConfig) *metalbond.Server {
