@@ -154,12 +154,27 @@ func (p *proc) restart() {
 	if p.running() {
 		p.t.Fatalf("restart %s: still running", p.spec.name)
 	}
-	p.start()
-	p.waitHTTP(20 * time.Second)
+	// The kernel may refuse the old port for a moment after the previous
+	// incarnation's sockets closed: start again while it says so.
+	for try := 0; ; try++ {
+		p.start()
+		if p.waitUp(20*time.Second, try < 50) {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // waitHTTP waits until the process answers /healthz.
 func (p *proc) waitHTTP(timeout time.Duration) {
+	p.t.Helper()
+	p.waitUp(timeout, false)
+}
+
+// waitUp waits until the process answers /healthz and reports true. If the
+// process exits first because its port is in use and inUseOK is set, it
+// reports false; any other failure fails the test.
+func (p *proc) waitUp(timeout time.Duration, inUseOK bool) bool {
 	p.t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -167,10 +182,13 @@ func (p *proc) waitHTTP(timeout time.Duration) {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return
+				return true
 			}
 		}
 		if !p.running() {
+			if inUseOK && p.lastRunSaid("address already in use") {
+				return false
+			}
 			p.t.Fatalf("%s exited before answering HTTP:\n%s", p.spec.name, p.logTail(40))
 		}
 		if time.Now().After(deadline) {
@@ -178,6 +196,15 @@ func (p *proc) waitHTTP(timeout time.Duration) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// lastRunSaid reports whether the current incarnation wrote text.
+func (p *proc) lastRunSaid(text string) bool {
+	out := p.logText()
+	if i := strings.LastIndex(out, "=== "+p.spec.name+" start #"); i >= 0 {
+		out = out[i:]
+	}
+	return strings.Contains(out, text)
 }
 
 // logText returns everything the process wrote.
