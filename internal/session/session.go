@@ -14,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -509,6 +510,9 @@ func (s *Session) writeLoop() {
 			return
 		case <-s.q.wake:
 		}
+		// Let producers that are running queue more, so that it goes out
+		// in the same write.
+		runtime.Gosched()
 		if err := s.drain(); err != nil {
 			s.fail(err)
 			return
