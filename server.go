@@ -245,7 +245,6 @@ type serverPeer struct {
 	announced map[route.VNI]*vniState // VNIs it may hold routes in
 
 	// Owned by the session's reader goroutine.
-	frame     []byte
 	congested []*session.Session
 	batchVNI  *vniState // locked while a batch is pending
 	batch     []byte    // encoded UPDATEs of the batch, not yet fanned out

@@ -16,7 +16,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -404,17 +403,6 @@ func (r *recorder) has(rt route.Route) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.routes[rt]
-}
-
-func (r *recorder) snapshot() []route.Route {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := make([]route.Route, 0, len(r.routes))
-	for rt := range r.routes {
-		out = append(out, rt)
-	}
-	slices.SortFunc(out, route.Route.Compare)
-	return out
 }
 
 // waitRoute waits until rt is installed.

@@ -611,17 +611,6 @@ const fenceVNI route.VNI = route.MaxVNI
 // vniBase is the first VNI of the routes under test.
 const vniBase route.VNI = 100
 
-// barrier returns once the server has handled everything p sent so far:
-// p announces a fence in fenceVNI, where obs (a peer subscribed only there)
-// waits for it.
-func (e *env) barrier(p *Peer, obs *Receiver, k int) error {
-	if err := p.write(fenceFrame(fenceVNI, k, true)); err != nil {
-		return err
-	}
-	_, err := e.waitAll([]*Receiver{obs}, hasFence(k, true), time.Now())
-	return err
-}
-
 // observer connects a peer subscribed to fenceVNI only.
 func (e *env) observer() (*Receiver, error) {
 	ps, err := e.dial(1)

@@ -190,13 +190,6 @@ func (r *Receiver) await(cond func(*Receiver) bool) <-chan struct{} {
 	return ch
 }
 
-// metTime returns when the last awaited condition was met.
-func (r *Receiver) metTime() time.Time {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.metAt
-}
-
 // Conditions for await.
 
 func hasCount(n int) func(*Receiver) bool {
