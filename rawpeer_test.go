@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metalbond/metalbond/internal/testpeer"
 	"github.com/metalbond/metalbond/internal/wire"
 )
 
@@ -20,21 +21,8 @@ type rawPeer struct {
 // dialRaw connects to addr and completes the client handshake.
 func dialRaw(t testing.TB, addr string) *rawPeer {
 	t.Helper()
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	p := &rawPeer{conn: conn, r: wire.NewReader(conn)}
-	p.send(wire.Hello{Keepalive: 5})
-	if m := p.read(t); m.Type() != wire.TypeHello || !m.(wire.Hello).IsServer {
-		t.Fatalf("got %#v, want server HELLO", m)
-	}
-	p.send(wire.Keepalive{})
-	if m := p.read(t); m.Type() != wire.TypeKeepalive {
-		t.Fatalf("got %#v, want KEEPALIVE", m)
-	}
-	return p
+	p := testpeer.DialV1(t, addr, 5)
+	return &rawPeer{conn: p.Conn, r: p.R}
 }
 
 func (p *rawPeer) send(m wire.Message) {

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/metalbond/metalbond"
+	"github.com/metalbond/metalbond/internal/testpeer"
 	"github.com/metalbond/metalbond/internal/wire"
 	"github.com/metalbond/metalbond/route"
 )
@@ -549,20 +550,7 @@ func TestSlowV1ServerReceivesAnnouncements(t *testing.T) {
 // TestSlowV1ReaderWithoutPacingFails checks the test peer itself: written
 // to without pacing, as a v1 server writes, it detects the overrun.
 func TestSlowV1ReaderWithoutPacingFails(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	conn, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	conn, srv := testpeer.TCPPair(t)
 	p := newSlowV1Peer(conn, 20*time.Microsecond)
 	defer p.close()
 	var frames []byte
@@ -570,7 +558,7 @@ func TestSlowV1ReaderWithoutPacingFails(t *testing.T) {
 		frames = wire.AppendUpdate(frames, wire.ActionAdd, r)
 	}
 	go srv.Write(frames)
-	err = p.run(func(t wire.Type, body []byte) (bool, error) { return false, p.update(body) })
+	err := p.run(func(t wire.Type, body []byte) (bool, error) { return false, p.update(body) })
 	if !errors.Is(err, errOverrun) {
 		t.Fatalf("err = %v, want the overrun", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metalbond/metalbond/internal/testpeer"
 	"github.com/metalbond/metalbond/internal/wire"
 )
 
@@ -266,20 +267,7 @@ func TestPaceFallback(t *testing.T) {
 // completes the handshake, and returns the client's conn and the session.
 func rawV1(t *testing.T, cfg Config) (net.Conn, *Session) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	raw, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { raw.Close() })
-	sc, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	raw, sc := testpeer.TCPPair(t)
 	h := newRecorder()
 	cfg.Role = RoleServer
 	s := New(sc, cfg, h)
@@ -341,20 +329,7 @@ func TestNoPaceV1(t *testing.T) {
 // sending keepalives but reads nothing is closed after WriteTimeout, although
 // the keepalives it is answered keep the writer busy.
 func TestPacedPeerThatStopsReadingIsDropped(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	raw, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
-	sc, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	raw, sc := testpeer.TCPPair(t)
 	h := newRecorder()
 	s := New(sc, Config{Role: RoleServer, Keepalive: time.Second, WriteTimeout: 500 * time.Millisecond, MaxQueue: 1 << 30}, h)
 	done := make(chan error, 1)

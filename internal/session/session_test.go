@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/metalbond/metalbond/internal/testpeer"
 	"github.com/metalbond/metalbond/internal/wire"
 )
 
@@ -88,35 +89,10 @@ func (r *recorder) HandleUpdate(_ *Session, u *wire.Update) error {
 	return nil
 }
 
-// tcpPair returns the two ends of a loopback TCP connection, closed when
-// the test ends.
-func tcpPair(t *testing.T) (client, server net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err = net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	server, err = ln.Accept()
-	if err != nil {
-		client.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		client.Close()
-		server.Close()
-	})
-	return client, server
-}
-
 // pair runs a client and a server session over loopback TCP.
 func pair(t *testing.T, ccfg, scfg Config) (c, s *Session, ch, sh *recorder, cerr, serr chan error) {
 	t.Helper()
-	cc, sc := tcpPair(t)
+	cc, sc := testpeer.TCPPair(t)
 	ccfg.Role, scfg.Role = RoleClient, RoleServer
 	ch, sh = newRecorder(), newRecorder()
 	c, s = New(cc, ccfg, ch), New(sc, scfg, sh)
@@ -188,17 +164,7 @@ func TestUpdatesArriveInOrder(t *testing.T) {
 
 func TestHoldTimerExpires(t *testing.T) {
 	// A raw peer completes the handshake and then falls silent.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	raw, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
-	sc, _ := ln.Accept()
+	raw, sc := testpeer.TCPPair(t)
 	s := New(sc, Config{Role: RoleServer, Keepalive: time.Second}, newRecorder())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(context.Background()) }()
@@ -206,7 +172,7 @@ func TestHoldTimerExpires(t *testing.T) {
 	ka, _ := wire.AppendFrame(nil, wire.Keepalive{})
 	raw.Write(append(hello, ka...))
 	start := time.Now()
-	err = wait(t, done)
+	err := wait(t, done)
 	if !errors.Is(err, ErrHoldExpired) {
 		t.Fatalf("err = %v, want ErrHoldExpired", err)
 	}
@@ -216,17 +182,7 @@ func TestHoldTimerExpires(t *testing.T) {
 }
 
 func TestHandshakeTimeout(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	raw, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
-	sc, _ := ln.Accept()
+	_, sc := testpeer.TCPPair(t)
 	s := New(sc, Config{Role: RoleServer, HandshakeTimeout: 100 * time.Millisecond}, newRecorder())
 	if err := s.Run(context.Background()); !errors.Is(err, ErrHandshakeTimeout) {
 		t.Fatalf("err = %v, want ErrHandshakeTimeout", err)
@@ -234,17 +190,7 @@ func TestHandshakeTimeout(t *testing.T) {
 }
 
 func TestStuckReaderIsDisconnected(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	raw, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
-	sc, _ := ln.Accept()
+	raw, sc := testpeer.TCPPair(t)
 	h := newRecorder()
 	s := New(sc, Config{Role: RoleServer, WriteTimeout: 300 * time.Millisecond, MaxQueue: 1 << 30}, h)
 	done := make(chan error, 1)
@@ -286,20 +232,7 @@ func TestQueueOverflowClosesSession(t *testing.T) {
 // draining one long queue to a slowly reading server (pacing off) still
 // sends its keepalives every interval, between frames.
 func TestClientKeepalivesDuringLongDrain(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	cc, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	cc, srv := testpeer.TCPPair(t)
 	// Small socket buffers, so that the writer waits for the reader instead
 	// of handing everything to the kernel at once.
 	if err := cc.(*net.TCPConn).SetWriteBuffer(16 << 10); err != nil {
@@ -397,7 +330,7 @@ func TestSharedAndOwnedFramesKeepTheirOrder(t *testing.T) {
 func testFrameOrder(t *testing.T, noPace bool) {
 	const total = 20000
 	h := &orderChecker{recorder: newRecorder(), total: total, done: make(chan error, 1)}
-	cc, sc := tcpPair(t)
+	cc, sc := testpeer.TCPPair(t)
 	c := New(cc, Config{Role: RoleClient, NoPaceV1: noPace}, newRecorder())
 	s := New(sc, Config{Role: RoleServer}, h)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -471,7 +404,7 @@ func TestEmptySegments(t *testing.T) {
 		t.Errorf("take after empty pushShared: %d segments", len(segs))
 	}
 
-	conn, _ := tcpPair(t)
+	conn, _ := testpeer.TCPPair(t)
 	s := New(conn, Config{Role: RoleClient}, newRecorder())
 	done := make(chan error, 1)
 	go func() { done <- s.writev([]segment{{}, {b: []byte{}}, {owned: true}}) }()

@@ -19,8 +19,9 @@ type Peer struct {
 }
 
 // DialV1 connects to the server at addr and completes the handshake as a
-// plain v1 client proposing keepalive seconds. The connection closes when
-// the test ends; every read and write must finish within 10 s.
+// plain v1 client proposing keepalive seconds; the server must answer with a
+// server HELLO. The handshake must finish within 10 s; the connection closes
+// when the test ends.
 func DialV1(tb testing.TB, addr string, keepalive uint32) *Peer {
 	tb.Helper()
 	conn, err := net.Dial("tcp", addr)
@@ -31,9 +32,12 @@ func DialV1(tb testing.TB, addr string, keepalive uint32) *Peer {
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
 	p := &Peer{tb: tb, Conn: conn, R: wire.NewReader(conn)}
 	p.Send(wire.Hello{Keepalive: keepalive})
-	p.Expect(wire.TypeHello)
+	if m, err := p.R.ReadMessage(); err != nil || m.Type() != wire.TypeHello || !m.(wire.Hello).IsServer {
+		tb.Fatalf("got %#v, %v; want a server HELLO", m, err)
+	}
 	p.Send(wire.Keepalive{})
 	p.Expect(wire.TypeKeepalive)
+	conn.SetDeadline(time.Time{})
 	return p
 }
 
@@ -55,4 +59,29 @@ func (p *Peer) Expect(t wire.Type) {
 	if got, _, err := p.R.ReadFrame(); err != nil || got != t {
 		p.tb.Fatalf("read %v, %v; want %v", got, err, t)
 	}
+}
+
+// TCPPair returns the two ends of a loopback TCP connection, closed when
+// the test ends.
+func TCPPair(tb testing.TB) (client, server net.Conn) {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	client, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	server, err = ln.Accept()
+	if err != nil {
+		client.Close()
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		client.Close()
+		server.Close()
+	})
+	return client, server
 }
