@@ -71,10 +71,10 @@ func TestReauthorizeWithdrawsRevokedAnnouncements(t *testing.T) {
 	a := startClient(t, []string{addr})
 	r := mustRoute(t, "7#10.7.0.0/16#2001:db8::7")
 	a.announce(t, r)
-	sub.inst.waitRoutes(t, []route.Route{r})
+	sub.inst.WaitRoutes(t, []route.Route{r})
 	vni.Store(8) // the policy no longer lets anyone announce into 7
 	srv.Reauthorize()
-	sub.inst.waitRoutes(t, nil)
+	sub.inst.WaitRoutes(t, nil)
 	if len(srv.Peers()) != 2 {
 		t.Fatal("Reauthorize closed a session")
 	}

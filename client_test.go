@@ -32,17 +32,17 @@ func TestClientReconnectResyncs(t *testing.T) {
 	b.subscribe(t, 8)
 	a.announce(t, ra)
 	b.announce(t, rb)
-	a.inst.waitRoutes(t, []route.Route{rb})
-	b.inst.waitRoutes(t, []route.Route{ra})
+	a.inst.WaitRoutes(t, []route.Route{rb})
+	b.inst.WaitRoutes(t, []route.Route{ra})
 
 	// Restart the server on the same address: both clients reconnect,
 	// re-send everything, and converge again.
 	stopServer(srv)
-	a.inst.waitRoutes(t, nil)
+	a.inst.WaitRoutes(t, nil)
 	ln = relisten(t, addr)
 	srv = serveOn(t, ln, metalbond.ServerConfig{})
-	a.inst.waitRoutes(t, []route.Route{rb})
-	b.inst.waitRoutes(t, []route.Route{ra})
+	a.inst.WaitRoutes(t, []route.Route{rb})
+	b.inst.WaitRoutes(t, []route.Route{ra})
 	if got := len(srv.Routes(8)); got != 2 {
 		t.Fatalf("server holds %d routes after resync, want 2", got)
 	}
@@ -56,17 +56,17 @@ func TestTwoServersRouteInstalledOnce(t *testing.T) {
 	a := startClient(t, []string{addr1, addr2})
 	r := mustRoute(t, "12#10.12.0.0/16#2001:db8::c")
 	a.announce(t, r)
-	sub.inst.waitRoutes(t, []route.Route{r})
+	sub.inst.WaitRoutes(t, []route.Route{r})
 	waitFor(t, func() bool { return len(sub.Routes(12)) == 1 && len(sub.Routes(12)[0].Peers) == 2 })
 
 	// One server going away keeps the route (the other still has it).
 	stopServer(srv1)
 	waitFor(t, func() bool { return len(sub.Routes(12)) == 1 && len(sub.Routes(12)[0].Peers) == 1 })
-	sub.inst.waitRoutes(t, []route.Route{r})
+	sub.inst.WaitRoutes(t, []route.Route{r})
 
 	a.withdraw(t, r)
-	sub.inst.waitRoutes(t, nil)
-	adds, removes, problems := sub.inst.counts()
+	sub.inst.WaitRoutes(t, nil)
+	adds, removes, problems := sub.inst.Counts()
 	if adds != 1 || removes != 1 || len(problems) > 0 {
 		t.Fatalf("installer saw %d adds, %d removes, problems %v; want exactly one of each", adds, removes, problems)
 	}
@@ -85,11 +85,11 @@ func TestLoopPrevention(t *testing.T) {
 	other := mustRoute(t, "2#10.2.0.2/32#2001:db8::b")
 	a.announce(t, ra)
 	b.announce(t, rb, other)
-	a.inst.waitRoutes(t, []route.Route{other})
-	b.inst.waitRoutes(t, nil)
+	a.inst.WaitRoutes(t, []route.Route{other})
+	b.inst.WaitRoutes(t, nil)
 	// A raw subscription echoes a's own route back (only NAT routes are
 	// not); the client ignores it.
-	waitFor(t, func() bool { return a.Stats().LoopsPrevented > 0 || len(a.inst.snapshot()) == 1 })
+	waitFor(t, func() bool { return a.Stats().LoopsPrevented > 0 || len(a.inst.Routes()) == 1 })
 }
 
 // plainV1 turns a client's protocol extensions off.
@@ -110,7 +110,7 @@ func TestGracePeriodKeepsRoutesAcrossServerRestart(t *testing.T) {
 	kept := mustRoute(t, "6#10.6.0.0/16#2001:db8::1")
 	gone := mustRoute(t, "6#10.7.0.0/16#2001:db8::1")
 	a.announce(t, kept, gone)
-	sub.inst.waitRoutes(t, []route.Route{kept, gone})
+	sub.inst.WaitRoutes(t, []route.Route{kept, gone})
 
 	// Restart the server; meanwhile the announcer drops one route. The
 	// subscriber keeps both through the outage, re-learns the first from
@@ -120,8 +120,8 @@ func TestGracePeriodKeepsRoutesAcrossServerRestart(t *testing.T) {
 	a.withdraw(t, gone)
 	ln = relisten(t, addr)
 	serveOn(t, ln, metalbond.ServerConfig{})
-	sub.inst.waitRoutes(t, []route.Route{kept})
-	adds, removes, _ := sub.inst.counts()
+	sub.inst.WaitRoutes(t, []route.Route{kept})
+	adds, removes, _ := sub.inst.Counts()
 	if adds != 2 || removes != 1 {
 		t.Fatalf("installer saw %d adds and %d removes, want 2 and 1 (no flap)", adds, removes)
 	}

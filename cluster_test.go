@@ -66,7 +66,7 @@ func TestRouteSinkAndExternalSource(t *testing.T) {
 	if err := ext.Add(shared); err != nil {
 		t.Fatal(err)
 	}
-	sub.inst.waitRoutes(t, []route.Route{shared, onlyA, remote})
+	sub.inst.WaitRoutes(t, []route.Route{shared, onlyA, remote})
 
 	// a goes away: onlyA stops being local; shared stays (b has it).
 	a.stop()
@@ -74,9 +74,9 @@ func TestRouteSinkAndExternalSource(t *testing.T) {
 	b.withdraw(t, shared)
 	waitFor(t, func() bool { got, _ := sink.snapshot(); return len(got) == 0 })
 	// shared is still held by the external source.
-	sub.inst.waitRoutes(t, []route.Route{shared, remote})
+	sub.inst.WaitRoutes(t, []route.Route{shared, remote})
 	ext.Close()
-	sub.inst.waitRoutes(t, nil)
+	sub.inst.WaitRoutes(t, nil)
 	if _, problems := sink.snapshot(); len(problems) > 0 {
 		t.Fatal(problems)
 	}

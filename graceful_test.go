@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/metalbond/metalbond"
+	"github.com/metalbond/metalbond/internal/testinstall"
 	"github.com/metalbond/metalbond/internal/testport"
 	"github.com/metalbond/metalbond/route"
 )
@@ -25,7 +26,7 @@ func TestGracefulRestartOfServer(t *testing.T) {
 	kept := mustRoute(t, "40#10.40.0.0/16#2001:db8::1")
 	gone := mustRoute(t, "40#10.41.0.0/16#2001:db8::1")
 	a.announce(t, kept, gone)
-	sub.inst.waitRoutes(t, []route.Route{kept, gone})
+	sub.inst.WaitRoutes(t, []route.Route{kept, gone})
 
 	// The server goes away and comes back empty; meanwhile one route is
 	// withdrawn. The subscriber keeps both routes through the outage, and
@@ -36,11 +37,11 @@ func TestGracefulRestartOfServer(t *testing.T) {
 	start := time.Now()
 	ln = relisten(t, addr)
 	serveOn(t, ln, cfg)
-	sub.inst.waitRoutes(t, []route.Route{kept})
+	sub.inst.WaitRoutes(t, []route.Route{kept})
 	if d := time.Since(start); d > 10*time.Second {
 		t.Errorf("stale route removed after %v, want at the resync", d)
 	}
-	adds, removes, problems := sub.inst.counts()
+	adds, removes, problems := sub.inst.Counts()
 	if adds != 2 || removes != 1 || len(problems) > 0 {
 		t.Fatalf("installer saw %d adds, %d removes (%v), want 2 and 1: no flap", adds, removes, problems)
 	}
@@ -55,7 +56,7 @@ func TestGracefulRestartOfClient(t *testing.T) {
 	kept := mustRoute(t, "41#10.40.0.0/16#2001:db8::1")
 	gone := mustRoute(t, "41#10.41.0.0/16#2001:db8::1")
 	a.announce(t, kept, gone)
-	sub.inst.waitRoutes(t, []route.Route{kept, gone})
+	sub.inst.WaitRoutes(t, []route.Route{kept, gone})
 
 	// The client restarts and announces only one of its routes: the
 	// server kept its routes meanwhile, and withdraws the other once the
@@ -64,9 +65,9 @@ func TestGracefulRestartOfClient(t *testing.T) {
 	waitFor(t, func() bool { return srv.Stats().StaleRoutes == 2 })
 	a2 := startClient(t, []string{addr}, named)
 	a2.announce(t, kept)
-	sub.inst.waitRoutes(t, []route.Route{kept})
+	sub.inst.WaitRoutes(t, []route.Route{kept})
 	waitFor(t, func() bool { return srv.Stats().StaleRoutes == 0 })
-	adds, removes, problems := sub.inst.counts()
+	adds, removes, problems := sub.inst.Counts()
 	if adds != 2 || removes != 1 || len(problems) > 0 {
 		t.Fatalf("installer saw %d adds, %d removes (%v), want 2 and 1: no flap", adds, removes, problems)
 	}
@@ -79,12 +80,12 @@ func TestGracefulRestartTimeExpires(t *testing.T) {
 	a := startClient(t, []string{addr})
 	r := mustRoute(t, "42#10.42.0.0/16#2001:db8::1")
 	a.announce(t, r)
-	sub.inst.waitRoutes(t, []route.Route{r})
+	sub.inst.WaitRoutes(t, []route.Route{r})
 	a.stop()
 	waitFor(t, func() bool { return srv.Stats().StaleRoutes == 1 })
 	// The client does not come back: its routes go after the server's
 	// graceful restart time (1 s here, shorter than the client's 60 s ask).
-	sub.inst.waitRoutes(t, nil)
+	sub.inst.WaitRoutes(t, nil)
 	if srv.Stats().StaleRoutes != 0 {
 		t.Fatal("stale routes left after expiry")
 	}
@@ -93,11 +94,11 @@ func TestGracefulRestartTimeExpires(t *testing.T) {
 // syncRecorder is a recorder that also notes when it was told the client is
 // synced, and how many routes it had then.
 type syncRecorder struct {
-	*recorder
+	*testinstall.Recorder
 	syncedWith chan int
 }
 
-func (s syncRecorder) Synced() { s.syncedWith <- len(s.snapshot()) }
+func (s syncRecorder) Synced() { s.syncedWith <- s.Len() }
 
 func TestSyncNotifier(t *testing.T) {
 	srv, addr := startServer(t, metalbond.ServerConfig{SyncDelay: -1})
@@ -107,7 +108,7 @@ func TestSyncNotifier(t *testing.T) {
 	a.announce(t, manyRoutes(44, 20, "2001:db8::1")...)
 	waitFor(t, func() bool { return len(srv.Routes(43))+len(srv.Routes(44)) == 520 })
 
-	sr := syncRecorder{recorder: newRecorder(), syncedWith: make(chan int, 2)}
+	sr := syncRecorder{Recorder: testinstall.New(), syncedWith: make(chan int, 2)}
 	sub := startClient(t, []string{addr}, func(c *metalbond.ClientConfig) { c.Installer = sr })
 	sub.subscribe(t, 43)
 	sub.subscribe(t, 44)
@@ -138,7 +139,7 @@ func TestLostServerRoutesDropWhenAnotherIsSynced(t *testing.T) {
 	a := startClient(t, []string{addr1})
 	r := mustRoute(t, "45#10.45.0.0/16#2001:db8::1")
 	a.announce(t, r)
-	sub.inst.waitRoutes(t, []route.Route{r})
+	sub.inst.WaitRoutes(t, []route.Route{r})
 	waitFor(t, func() bool {
 		for _, p := range sub.Peers() {
 			if p.State != "ESTABLISHED" {
@@ -150,5 +151,5 @@ func TestLostServerRoutesDropWhenAnotherIsSynced(t *testing.T) {
 	stopServer(srv1)
 	// Server 2 is established and synced and does not have the route: it
 	// goes at once, not after the 60 s graceful restart time.
-	sub.inst.waitRoutes(t, nil)
+	sub.inst.WaitRoutes(t, nil)
 }

@@ -4,13 +4,13 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/metalbond/metalbond"
+	"github.com/metalbond/metalbond/internal/testinstall"
 	"github.com/metalbond/metalbond/route"
 )
 
@@ -86,13 +86,13 @@ func stopServer(srv *metalbond.Server) {
 // ends or stop is called.
 type testClient struct {
 	*metalbond.Client
-	inst *recorder
+	inst *testinstall.Recorder
 	stop func()
 }
 
 func startClient(t testing.TB, servers []string, mod ...func(*metalbond.ClientConfig)) *testClient {
 	t.Helper()
-	rec := newRecorder()
+	rec := testinstall.New()
 	cfg := metalbond.ClientConfig{
 		Servers:   servers,
 		Installer: rec,
@@ -155,106 +155,6 @@ func (c *testClient) withdraw(t testing.TB, rs ...route.Route) {
 			t.Fatal(err)
 		}
 	}
-}
-
-// recorder is an Installer that records the installed set and checks that
-// it is never told to add a route it has or remove one it lacks.
-type recorder struct {
-	mu       sync.Mutex
-	routes   map[route.Route]bool
-	adds     int
-	removes  int
-	problems []string
-	changed  chan struct{}
-}
-
-func newRecorder() *recorder {
-	return &recorder{routes: map[route.Route]bool{}, changed: make(chan struct{}, 1)}
-}
-
-func (r *recorder) AddRoute(rt route.Route) error {
-	r.mu.Lock()
-	if r.routes[rt] {
-		r.problems = append(r.problems, "duplicate add "+rt.String())
-	}
-	r.routes[rt] = true
-	r.adds++
-	r.mu.Unlock()
-	r.notify()
-	return nil
-}
-
-func (r *recorder) RemoveRoute(rt route.Route) error {
-	r.mu.Lock()
-	if !r.routes[rt] {
-		r.problems = append(r.problems, "remove of absent "+rt.String())
-	}
-	delete(r.routes, rt)
-	r.removes++
-	r.mu.Unlock()
-	r.notify()
-	return nil
-}
-
-func (r *recorder) notify() {
-	select {
-	case r.changed <- struct{}{}:
-	default:
-	}
-}
-
-func (r *recorder) snapshot() []route.Route {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := make([]route.Route, 0, len(r.routes))
-	for rt := range r.routes {
-		out = append(out, rt)
-	}
-	slices.SortFunc(out, route.Route.Compare)
-	return out
-}
-
-func (r *recorder) counts() (adds, removes int, problems []string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.adds, r.removes, slices.Clone(r.problems)
-}
-
-// waitRoutes waits until the installed set equals want exactly.
-func (r *recorder) waitRoutes(t testing.TB, want []route.Route) {
-	t.Helper()
-	want = slices.Clone(want)
-	slices.SortFunc(want, route.Route.Compare)
-	deadline := time.After(10 * time.Second)
-	for {
-		r.mu.Lock()
-		n := len(r.routes)
-		r.mu.Unlock()
-		var got []route.Route
-		if n == len(want) {
-			got = r.snapshot()
-		}
-		if n == len(want) && slices.Equal(got, want) {
-			if _, _, p := r.counts(); len(p) > 0 {
-				t.Fatalf("installer misuse: %v", p)
-			}
-			return
-		}
-		select {
-		case <-r.changed:
-		case <-time.After(20 * time.Millisecond):
-		case <-deadline:
-			got = r.snapshot()
-			t.Fatalf("installed routes:\n got %s\nwant %s", fmtRoutes(got), fmtRoutes(want))
-		}
-	}
-}
-
-func fmtRoutes(rs []route.Route) string {
-	if len(rs) > 10 {
-		return fmt.Sprintf("%d routes, first %v ... last %v", len(rs), rs[0], rs[len(rs)-1])
-	}
-	return fmt.Sprint(rs)
 }
 
 func mustRoute(t testing.TB, s string) route.Route {

@@ -29,23 +29,23 @@ func TestSubscribeBeforeAndAfterAnnounce(t *testing.T) {
 	r1 := mustRoute(t, "23#10.0.23.0/24#2001:db8::1")
 	r2 := mustRoute(t, "23#10.0.24.0/24#2001:db8::1")
 	announcer.announce(t, r1, r2)
-	early.inst.waitRoutes(t, []route.Route{r1, r2})
+	early.inst.WaitRoutes(t, []route.Route{r1, r2})
 
 	late := startClient(t, []string{addr})
 	late.subscribe(t, 23)
-	late.inst.waitRoutes(t, []route.Route{r1, r2})
+	late.inst.WaitRoutes(t, []route.Route{r1, r2})
 
 	announcer.withdraw(t, r1)
-	early.inst.waitRoutes(t, []route.Route{r2})
-	late.inst.waitRoutes(t, []route.Route{r2})
+	early.inst.WaitRoutes(t, []route.Route{r2})
+	late.inst.WaitRoutes(t, []route.Route{r2})
 
 	// A different VNI sees nothing.
 	other := startClient(t, []string{addr})
 	other.subscribe(t, 24)
 	other.mustReady(t)
 	announcer.announce(t, mustRoute(t, "24#10.1.0.0/16#2001:db8::2"))
-	other.inst.waitRoutes(t, []route.Route{mustRoute(t, "24#10.1.0.0/16#2001:db8::2")})
-	early.inst.waitRoutes(t, []route.Route{r2})
+	other.inst.WaitRoutes(t, []route.Route{mustRoute(t, "24#10.1.0.0/16#2001:db8::2")})
+	early.inst.WaitRoutes(t, []route.Route{r2})
 }
 
 func TestNextHopTypesAndECMP(t *testing.T) {
@@ -66,10 +66,10 @@ func TestNextHopTypesAndECMP(t *testing.T) {
 	}
 	a.announce(t, routes[0], routes[2], routes[4])
 	b.announce(t, routes[1], routes[3], routes[5])
-	sub.inst.waitRoutes(t, routes)
+	sub.inst.WaitRoutes(t, routes)
 
 	b.withdraw(t, routes[1])
-	sub.inst.waitRoutes(t, []route.Route{routes[0], routes[2], routes[3], routes[4], routes[5]})
+	sub.inst.WaitRoutes(t, []route.Route{routes[0], routes[2], routes[3], routes[4], routes[5]})
 }
 
 func TestNATRoutesNotEchoedToAnnouncer(t *testing.T) {
@@ -97,9 +97,9 @@ func TestClientDeathWithdrawsItsRoutes(t *testing.T) {
 	a := startClient(t, []string{addr}, plainV1)
 	rs := manyRoutes(5, 100, "2001:db8::a")
 	a.announce(t, rs...)
-	sub.inst.waitRoutes(t, rs)
+	sub.inst.WaitRoutes(t, rs)
 	a.stop()
-	sub.inst.waitRoutes(t, nil)
+	sub.inst.WaitRoutes(t, nil)
 }
 
 func TestSubscribeTwiceIsHarmless(t *testing.T) {
@@ -157,7 +157,7 @@ func TestProtocolErrorClosesOnlyThatConnection(t *testing.T) {
 	a := startClient(t, []string{addr})
 	r := mustRoute(t, "1#10.0.0.0/8#2001:db8::1")
 	a.announce(t, r)
-	sub.inst.waitRoutes(t, []route.Route{r})
+	sub.inst.WaitRoutes(t, []route.Route{r})
 }
 
 func TestStuckSubscriberDoesNotDelayOthers(t *testing.T) {
@@ -179,7 +179,7 @@ func TestStuckSubscriberDoesNotDelayOthers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	fast.inst.waitRoutes(t, rs)
+	fast.inst.WaitRoutes(t, rs)
 	t.Logf("50,000 routes reached the reading subscriber in %v despite a stuck one", time.Since(start))
 }
 
@@ -220,7 +220,7 @@ func TestObserveFanout(t *testing.T) {
 	rs := manyRoutes(60, 640, "2001:db8::1")
 	a.announce(t, rs...)
 	for _, s := range subs {
-		s.inst.waitRoutes(t, rs)
+		s.inst.WaitRoutes(t, rs)
 	}
 	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(seen) == 10 })
 	for _, d := range seen {
@@ -257,7 +257,7 @@ func TestSharedTableFollowsChanges(t *testing.T) {
 	for range 3 { // the first builds the shared table, the others reuse it
 		c := startClient(t, []string{addr})
 		c.subscribe(t, 30)
-		c.inst.waitRoutes(t, first)
+		c.inst.WaitRoutes(t, first)
 		subs = append(subs, c)
 	}
 
@@ -267,13 +267,13 @@ func TestSharedTableFollowsChanges(t *testing.T) {
 	announcer.announce(t, more...)
 	want := append(slices.Clone(first[1000:]), more...)
 	for _, c := range subs {
-		c.inst.waitRoutes(t, want)
+		c.inst.WaitRoutes(t, want)
 	}
 	late := startClient(t, []string{addr})
 	late.subscribe(t, 30)
-	late.inst.waitRoutes(t, want)
+	late.inst.WaitRoutes(t, want)
 	for _, c := range append(subs, late) {
-		if _, removes, problems := c.inst.counts(); len(problems) > 0 {
+		if _, removes, problems := c.inst.Counts(); len(problems) > 0 {
 			t.Errorf("removes %d, problems %v", removes, problems)
 		}
 	}

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/metalbond/metalbond"
+	"github.com/metalbond/metalbond/internal/testinstall"
 	"github.com/metalbond/metalbond/internal/testpeer"
 	"github.com/metalbond/metalbond/internal/wire"
 	"github.com/metalbond/metalbond/route"
@@ -343,24 +344,22 @@ func timeFast(t testing.TB, addr string, vni route.VNI, want []route.Route, mod 
 	c.subscribe(t, vni)
 	waitCount(t, c.inst, len(want), 60*time.Second)
 	d := time.Since(start)
-	c.inst.waitRoutes(t, want)
+	c.inst.WaitRoutes(t, want)
 	c.stop()
 	return d
 }
 
 // waitCount waits until the recorder holds n routes.
-func waitCount(t testing.TB, r *recorder, n int, timeout time.Duration) {
+func waitCount(t testing.TB, r *testinstall.Recorder, n int, timeout time.Duration) {
 	t.Helper()
 	deadline := time.After(timeout)
 	for {
-		r.mu.Lock()
-		got := len(r.routes)
-		r.mu.Unlock()
+		got := r.Len()
 		if got == n {
 			return
 		}
 		select {
-		case <-r.changed:
+		case <-r.Changed():
 		case <-time.After(time.Millisecond):
 		case <-deadline:
 			t.Fatalf("%d routes after %v, want %d", got, timeout, n)
@@ -460,7 +459,7 @@ func TestSlowV1SubscriberDoesNotHoldBackLiveUpdates(t *testing.T) {
 		}()
 		waitCount(t, f.inst, n, time.Minute)
 		fast = time.Since(start)
-		f.inst.waitRoutes(t, want)
+		f.inst.WaitRoutes(t, want)
 		<-announced
 		if slow != nil {
 			slowHad = slow.updates.Load()

@@ -188,7 +188,7 @@ func TestTranscriptAgainstClient(t *testing.T) {
 
 	// The recorded server delivers client 2's NAT route, later withdraws it.
 	conn.Write(fromServer[2])
-	c.inst.waitRoutes(t, []route.Route{mustRoute(t, "23#10.0.24.0/24#2001:db8::2#NAT#1000#2000")})
+	c.inst.WaitRoutes(t, []route.Route{mustRoute(t, "23#10.0.24.0/24#2001:db8::2#NAT#1000#2000")})
 	conn.Write(fromServer[4])
-	c.inst.waitRoutes(t, nil)
+	c.inst.WaitRoutes(t, nil)
 }

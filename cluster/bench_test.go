@@ -34,9 +34,7 @@ func waitCount(b *testing.B, c *client, n int, timeout time.Duration) {
 	b.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		c.rec.mu.Lock()
-		got := len(c.rec.routes)
-		c.rec.mu.Unlock()
+		got := c.rec.Len()
 		if got == n {
 			return
 		}

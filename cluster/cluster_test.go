@@ -85,8 +85,8 @@ func TestClusterEmbedded(t *testing.T) {
 	if d > testTTL+2*time.Second {
 		t.Errorf("the crashed server's routes took %v to go, lease TTL %v", d, testTTL)
 	}
-	if got, _ := c[3].rec.snapshot(); len(got) != 0 {
-		t.Errorf("c3 lost its only server but still has %d routes", len(got))
+	if n := c[3].rec.Len(); n != 0 {
+		t.Errorf("c3 lost its only server but still has %d routes", n)
 	}
 
 	// s1 comes back on its address: c3 reconnects and everything is back.

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/metalbond/metalbond"
+	"github.com/metalbond/metalbond/internal/testinstall"
 	"github.com/metalbond/metalbond/internal/testport"
 	"github.com/metalbond/metalbond/route"
 )
@@ -211,45 +212,14 @@ func (n *node) wait() {
 	}
 }
 
-// recorder is an Installer that keeps the installed set and notes any
-// duplicate add or removal of an absent route: the client library must
-// deliver each route once however many servers sent it.
-type recorder struct {
-	mu       sync.Mutex
-	routes   map[route.Route]bool
-	problems []string
-}
-
-func newRecorder() *recorder { return &recorder{routes: map[route.Route]bool{}} }
-
-func (r *recorder) AddRoute(rt route.Route) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.routes[rt] {
-		r.problems = append(r.problems, "duplicate add "+rt.String())
+// installed returns the routes r holds, as a set, and its misuses.
+func installed(r *testinstall.Recorder) (map[route.Route]bool, []string) {
+	m := map[route.Route]bool{}
+	for _, rt := range r.Routes() {
+		m[rt] = true
 	}
-	r.routes[rt] = true
-	return nil
-}
-
-func (r *recorder) RemoveRoute(rt route.Route) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if !r.routes[rt] {
-		r.problems = append(r.problems, "remove of absent "+rt.String())
-	}
-	delete(r.routes, rt)
-	return nil
-}
-
-func (r *recorder) snapshot() (map[route.Route]bool, []string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	m := make(map[route.Route]bool, len(r.routes))
-	for k := range r.routes {
-		m[k] = true
-	}
-	return m, slices.Clone(r.problems)
+	_, _, problems := r.Counts()
+	return m, problems
 }
 
 // client is a MetalBond client of the test cluster with what it announces
@@ -260,13 +230,13 @@ type client struct {
 	subs      []route.VNI
 	announced map[route.Route]bool
 	c         *metalbond.Client
-	rec       *recorder
+	rec       *testinstall.Recorder
 	stopFn    func()
 }
 
 func startClient(t testing.TB, name string, servers []string, subs []route.VNI, announce []route.Route, mod ...func(*metalbond.ClientConfig)) *client {
 	t.Helper()
-	rec := newRecorder()
+	rec := testinstall.New()
 	cfg := metalbond.ClientConfig{
 		Servers:   servers,
 		Installer: rec,
@@ -353,7 +323,7 @@ func waitTables(t testing.TB, timeout time.Duration, check, live []*client) time
 	for {
 		var bad []string
 		for _, c := range check {
-			got, problems := c.rec.snapshot()
+			got, problems := installed(c.rec)
 			if len(problems) > 0 {
 				t.Fatalf("client %s: %v", c.name, problems)
 			}

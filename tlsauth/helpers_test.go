@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/metalbond/metalbond"
+	"github.com/metalbond/metalbond/internal/testinstall"
 	"github.com/metalbond/metalbond/route"
 	"github.com/metalbond/metalbond/tlsauth"
 )
@@ -315,7 +316,7 @@ func (s *testServer) peerByIdentity(id string) (metalbond.PeerInfo, bool) {
 // the test ends or stop is called.
 type testClient struct {
 	*metalbond.Client
-	inst *recorder
+	inst *testinstall.Recorder
 	log  *logBuf
 	stop func()
 }
@@ -323,7 +324,7 @@ type testClient struct {
 // startClient runs a client of addr; dial nil means plain TCP.
 func startClient(t testing.TB, addr string, dial func(context.Context, string, string) (net.Conn, error)) *testClient {
 	t.Helper()
-	tc := &testClient{inst: newRecorder(), log: &logBuf{}}
+	tc := &testClient{inst: testinstall.New(), log: &logBuf{}}
 	c, err := metalbond.NewClient(metalbond.ClientConfig{
 		Servers:   []string{addr},
 		Installer: tc.inst,
@@ -377,38 +378,10 @@ func (c *testClient) announce(t testing.TB, rs ...route.Route) {
 	}
 }
 
-// recorder is an Installer that records the routes it is given.
-type recorder struct {
-	mu     sync.Mutex
-	routes map[route.Route]bool
-}
-
-func newRecorder() *recorder { return &recorder{routes: map[route.Route]bool{}} }
-
-func (r *recorder) AddRoute(rt route.Route) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.routes[rt] = true
-	return nil
-}
-
-func (r *recorder) RemoveRoute(rt route.Route) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	delete(r.routes, rt)
-	return nil
-}
-
-func (r *recorder) has(rt route.Route) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.routes[rt]
-}
-
-// waitRoute waits until rt is installed.
-func (r *recorder) waitRoute(t testing.TB, rt route.Route) {
+// waitRoute waits until the client has installed rt.
+func (c *testClient) waitRoute(t testing.TB, rt route.Route) {
 	t.Helper()
-	waitFor(t, "route "+rt.String(), func() bool { return r.has(rt) })
+	waitFor(t, "route "+rt.String(), func() bool { return c.inst.Has(rt) })
 }
 
 func mustRoute(t testing.TB, s string) route.Route {

@@ -75,7 +75,7 @@ rules:
 	b.subscribe(t, 200)
 	fromB := mustRoute(t, "200#10.200.0.0/24#2001:db8::b")
 	b.announce(t, fromB)
-	a.inst.waitRoute(t, fromB)
+	a.waitRoute(t, fromB)
 	early := mustRoute(t, "200#10.200.1.0/24#2001:db8::a")
 	a.announce(t, early)
 	srv.log.waitLog(t, "update refused by policy", "identity="+idA, "prefix=10.200.1.0/24")
@@ -107,7 +107,7 @@ rules:
 	// The running sessions obey v2 from their next message on.
 	late := mustRoute(t, "200#10.200.2.0/24#2001:db8::a")
 	a.announce(t, late)
-	b.inst.waitRoute(t, late)
+	b.waitRoute(t, late)
 	refusedB := mustRoute(t, "200#10.200.3.0/24#2001:db8::b")
 	b.announce(t, refusedB)
 	srv.log.waitLog(t, "update refused by policy", "identity="+idB, "prefix=10.200.3.0/24")
@@ -131,7 +131,7 @@ rules:
 	}
 	again := mustRoute(t, "200#10.200.4.0/24#2001:db8::a")
 	a.announce(t, again)
-	b.inst.waitRoute(t, again)
+	b.waitRoute(t, again)
 }
 
 // TestReloadCA adds a CA to the server's bundle: clients it issued are
@@ -167,7 +167,7 @@ func TestReloadCA(t *testing.T) {
 	f.subscribe(t, 5)
 	r := mustRoute(t, "5#10.5.0.0/16#2001:db8::a")
 	a.announce(t, r)
-	f.inst.waitRoute(t, r)
+	f.waitRoute(t, r)
 	if n := srv.Stats().Accepted; n != 3 {
 		t.Fatalf("server accepted %d sessions, want 3 (A kept its session)", n)
 	}

@@ -112,7 +112,7 @@ func TestMutualTLS(t *testing.T) {
 		seq++
 		r := mustRoute(t, fmt.Sprintf("100#10.1.%d.0/24#2001:db8::a", seq))
 		a.announce(t, r)
-		b.inst.waitRoute(t, r)
+		b.waitRoute(t, r)
 	}
 	flows(t)
 	sessions := map[string]time.Time{}
@@ -219,8 +219,8 @@ func TestMutualTLS(t *testing.T) {
 		bRoute := mustRoute(t, "300#10.3.1.0/24#2001:db8::b")
 		marker := mustRoute(t, "150#10.150.0.0/24#2001:db8::b")
 		b.announce(t, bRoute, marker)
-		a.inst.waitRoute(t, marker)
-		if a.inst.has(bRoute) {
+		a.waitRoute(t, marker)
+		if a.inst.Has(bRoute) {
 			t.Fatal("refused subscription delivered a route")
 		}
 		for _, ri := range srv.Routes(300) {
@@ -243,8 +243,8 @@ func TestMutualTLS(t *testing.T) {
 		srv.log.waitLog(t, "update refused by policy", "prefix=10.100.0.0/24")
 		srv.log.waitLog(t, "subscription refused by policy", "vni=101")
 		flows(t) // B receives A's next route, and so must c (subscribed to 100)
-		c.inst.waitRoute(t, mustRoute(t, fmt.Sprintf("100#10.1.%d.0/24#2001:db8::a", seq)))
-		if b.inst.has(own) {
+		c.waitRoute(t, mustRoute(t, fmt.Sprintf("100#10.1.%d.0/24#2001:db8::a", seq)))
+		if b.inst.Has(own) {
 			t.Fatal("unauthenticated announcement reached a subscriber")
 		}
 		c.stop()
@@ -275,7 +275,7 @@ func TestTLSClientToPlainServer(t *testing.T) {
 	pub.mustReady(t)
 	r := mustRoute(t, "7#10.7.0.0/16#2001:db8::7")
 	pub.announce(t, r)
-	sub.inst.waitRoute(t, r)
+	sub.waitRoute(t, r)
 }
 
 // TestAllowAll checks that a TLS listener without a policy lets a client
@@ -291,7 +291,7 @@ func TestAllowAll(t *testing.T) {
 	b.subscribe(t, 4242)
 	r := mustRoute(t, "4242#10.42.0.0/16#2001:db8::a")
 	a.announce(t, r)
-	b.inst.waitRoute(t, r)
+	b.waitRoute(t, r)
 	if _, ok := srv.peerByIdentity(idA); !ok {
 		t.Fatalf("no peer named %s: %+v", idA, srv.Peers())
 	}
