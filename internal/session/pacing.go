@@ -1,11 +1,22 @@
 package session
 
-// Pacing of writes to plain v1 peers (issue 8; docs/pacing.md).
+// Pacing of writes to plain v1 peers (docs/pacing.md).
 //
 // The deployed v1 implementation reads its socket into a 65,535-byte buffer
-// and resets the session when a read fills it; it also spends time on every
-// message. So for a peer that advertised no extensions the writer keeps the
-// bytes the peer may not have read yet — its backlog — well below 64 KiB.
+// and resets the session when a read fills it; it parses every read from its
+// first byte as if the read held whole messages; and it spends time on every
+// message. So for a peer that advertised no extensions the writer keeps two
+// rules:
+//
+//   - every read the peer makes returns whole messages: each write is whole
+//     frames, no larger than the connection's MSS and the peer's open
+//     window, and is made only when the socket holds no unsent bytes, so
+//     that the kernel sends it as one segment of its own (a read returns
+//     the bytes up to the end of the last segment that arrived);
+//   - the bytes the peer may not have read yet — its backlog — stay well
+//     below 64 KiB.
+//
+// The rest of this comment is about the second rule.
 //
 // A sender cannot see its peer read. TCP acknowledges what the peer's
 // kernel received, not what the application read, and a Linux receiver
@@ -42,13 +53,7 @@ package session
 // socket gives no evidence (not TCP, not Linux, no tcpi_snd_wnd) a fixed
 // rate in small writes stands in for it.
 
-import (
-	"fmt"
-	"runtime"
-	"sync"
-	"sync/atomic"
-	"time"
-)
+import "time"
 
 // paceParams are the constants of the pacing decision. They live in a struct
 // so that tests can state them; production uses defaultPace.
@@ -65,9 +70,10 @@ type paceParams struct {
 	// GrowRate is the rate, in bytes per second, at which bytes
 	// acknowledged while the window grew are taken as read.
 	GrowRate int
-	// Segment bounds one write; MinChunk is the smallest write worth
-	// making when there is room for less than what is waiting (small
-	// segments make a Linux receiver lower its window).
+	// Segment bounds one write (the MSS and the open window bound it
+	// further); MinChunk is the smallest write worth making when there is
+	// room for less than what is waiting (small segments make a Linux
+	// receiver lower its window).
 	Segment, MinChunk int
 	// Probes: the first is Probe bytes, each further one twice as large up
 	// to ProbeMaxSize; they come ProbeAfter apart, doubling up to
@@ -87,7 +93,7 @@ type paceParams struct {
 	MinSleep, MaxSleep time.Duration
 
 	// Without evidence: FallbackRate bytes per second, in writes of at most
-	// FallbackChunk bytes.
+	// FallbackChunk bytes (small enough for one segment on any IPv6 path).
 	FallbackRate, FallbackChunk int
 }
 
@@ -111,7 +117,7 @@ var defaultPace = paceParams{
 	MinSleep:      250 * time.Microsecond,
 	MaxSleep:      4 * time.Millisecond,
 	FallbackRate:  256 << 10,
-	FallbackChunk: 4 << 10,
+	FallbackChunk: 1220,
 }
 
 // sample is what the socket says at one moment.
@@ -121,6 +127,18 @@ type sample struct {
 	Outq int
 	// Wnd is the receive window the peer advertised last (tcpi_snd_wnd).
 	Wnd int
+	// Unsent is the part of Outq not sent yet (SIOCOUTQNSD): bytes the
+	// kernel would merge a new write with.
+	Unsent int
+	// MSS is the largest segment the connection sends now (tcpi_snd_mss,
+	// less what a TLS record adds); zero when unknown.
+	MSS int
+}
+
+// waiting describes the frames waiting to be written.
+type waiting struct {
+	// Next is the size of the first frame, Total the bytes of all of them.
+	Next, Total int
 }
 
 // paceState is what the decision remembers. It is owned by the writer
@@ -145,7 +163,9 @@ type paceState struct {
 
 // decision is the outcome of one pacing decision.
 type decision struct {
-	// Allow is how many bytes may be written now; zero means wait.
+	// Allow is how many bytes may be written now: the writer writes as
+	// many whole frames as fit (Allow is at least the next frame's size).
+	// Zero means wait.
 	Allow int
 	// Probe is set when the bytes are a probe.
 	Probe bool
@@ -160,10 +180,10 @@ type decision struct {
 }
 
 // decide is the pacing decision for a peer whose socket yields samples:
-// given the latest sample and want bytes waiting, it says how many to write
-// now or how long to wait. It is a pure function of its arguments and st,
-// which it updates; wrote records what was then written.
-func (p *paceParams) decide(st *paceState, s sample, want int, now time.Time) decision {
+// given the latest sample and the frames waiting, it says how many bytes to
+// write now or how long to wait. It is a pure function of its arguments and
+// st, which it updates; wrote records what was then written.
+func (p *paceParams) decide(st *paceState, s sample, w waiting, now time.Time) decision {
 	if !st.started {
 		st.started = true
 		st.peak = s.Wnd
@@ -213,16 +233,8 @@ func (p *paceParams) decide(st *paceState, s sample, want int, now time.Time) de
 
 	backlog := int(st.written - st.read)
 	d.Backlog = backlog
-	room := p.Target - backlog
-	probe := min(p.Probe<<min(st.probes, 10), p.ProbeMaxSize)
-	gap := min(p.ProbeAfter<<min(st.probes, 10), p.ProbeMaxGap)
-	switch {
-	case room > 0 && room >= min(want, p.MinChunk):
-		d.Allow = min(want, room, p.Segment)
-	case s.Outq == 0 && now.Sub(st.lastAt) >= gap && backlog+probe <= p.Target+p.ProbeSlack:
-		// Everything is acknowledged and nothing moves: the window may
-		// be stale. A small write makes the peer answer.
-		d.Allow, d.Probe = min(want, probe), true
+	if s.Unsent == 0 {
+		d.Allow, d.Probe = p.allow(st, s, w, backlog, now)
 	}
 	if d.Allow > 0 {
 		return d
@@ -232,9 +244,36 @@ func (p *paceParams) decide(st *paceState, s sample, want int, now time.Time) de
 	return d
 }
 
+// allow is the size of the write that may be made now, by the backlog
+// bound or as a probe, or zero. It is called only when the socket holds
+// nothing unsent, and returns either zero or at least w.Next.
+func (p *paceParams) allow(st *paceState, s sample, w waiting, backlog int, now time.Time) (n int, probe bool) {
+	limit := min(w.Total, p.Segment)
+	if s.MSS > 0 {
+		limit = min(limit, max(s.MSS, w.Next)) // a frame larger than the MSS goes alone
+	}
+	if s.Wnd > 0 {
+		limit = min(limit, s.Wnd-s.Outq) // more would wait in our socket
+	}
+	if limit < w.Next {
+		return 0, false
+	}
+	room := p.Target - backlog
+	probeSize := min(p.Probe<<min(st.probes, 10), p.ProbeMaxSize)
+	gap := min(p.ProbeAfter<<min(st.probes, 10), p.ProbeMaxGap)
+	switch {
+	case room >= w.Next && room >= min(limit, p.MinChunk):
+		return min(limit, room), false
+	case s.Outq == 0 && now.Sub(st.lastAt) >= gap && backlog+probeSize <= p.Target+p.ProbeSlack:
+		// Everything is acknowledged and nothing moves: the window may
+		// be stale. A small write of whole frames makes the peer answer.
+		return min(limit, max(w.Next, probeSize)), true
+	}
+	return 0, false
+}
+
 // wrote records that n bytes were written after a decision that allowed
-// them (the writer then completes the frame it ended in; the bound does not
-// need to know: what is unacknowledged cancels out).
+// them.
 func (st *paceState) wrote(n int, probe bool, now time.Time) {
 	if n <= 0 {
 		return
@@ -269,9 +308,9 @@ type fallbackState struct {
 }
 
 // decideFallback paces without evidence: at most FallbackRate bytes per
-// second in writes of at most FallbackChunk bytes. It is a pure function of
-// its arguments and st, which it updates.
-func (p *paceParams) decideFallback(st *fallbackState, want int, now time.Time) decision {
+// second in writes of whole frames of at most FallbackChunk bytes (or one
+// frame). It is a pure function of its arguments and st, which it updates.
+func (p *paceParams) decideFallback(st *fallbackState, w waiting, now time.Time) decision {
 	burst := float64(p.FallbackChunk)
 	if st.at.IsZero() {
 		st.tokens = burst
@@ -279,175 +318,11 @@ func (p *paceParams) decideFallback(st *fallbackState, want int, now time.Time) 
 		st.tokens = min(burst, st.tokens+now.Sub(st.at).Seconds()*float64(p.FallbackRate))
 	}
 	st.at = now
-	need := float64(min(want, p.FallbackChunk))
+	need := float64(max(w.Next, min(w.Total, p.FallbackChunk)))
 	if st.tokens >= need {
 		st.tokens -= need
 		return decision{Allow: int(need)}
 	}
 	wait := time.Duration((need - st.tokens) / float64(p.FallbackRate) * float64(time.Second))
 	return decision{Wait: max(wait, p.MinSleep)}
-}
-
-// evidenceSource samples a connection's socket. Implementations are safe
-// for concurrent use.
-type evidenceSource interface {
-	sample() (sample, error)
-}
-
-// pacing is a session's pacing state. The writer goroutine owns the fields
-// above the atomics; the atomics are read by Info from any goroutine.
-type pacing struct {
-	once sync.Once
-	src  evidenceSource // nil: no evidence, the fallback paces
-
-	st        paceState
-	fb        fallbackState
-	noWindow  bool        // the kernel reports no window: the fallback paces
-	timer     *time.Timer // reused for sleeps
-	stallAt   time.Time   // when a peer not seen reading is given up; zero: not waiting
-	announced bool        // pacing was logged
-
-	active  atomic.Bool  // the peer is plain v1 and its writes are paced
-	waited  atomic.Int64 // nanoseconds the writer waited for the peer
-	backlog atomic.Int64 // last backlog bound in bytes
-}
-
-func (pc *pacing) init(s *Session) {
-	pc.once.Do(func() { pc.src = newEvidenceSource(s.conn) })
-}
-
-// pace is called by the writer before it writes up to n bytes of route data
-// to the peer and returns how many of them may be written now (the writer
-// then completes the frame that count ends in), and whether writing them
-// counts as progress (a probe does not). Peers that advertised extensions
-// read correctly at any speed and are not paced. For a plain v1 peer it
-// waits until the peer has read enough (see the top of this file), while:
-//   - priority frames (keepalives) are waiting: it returns 0 so that the
-//     writer sends them at once;
-//   - the session closes: it returns ErrClosed;
-//   - the window shows no reading for WriteTimeout, keepalives or not: it
-//     returns ErrStalled.
-//
-// A peer that reads counts as making write progress.
-func (s *Session) pace(n int) (allow int, counts bool, err error) {
-	if s.cfg.NoPaceV1 || !s.PlainV1() {
-		return n, true, nil
-	}
-	pc := &s.pacing
-	pc.init(s)
-	if !pc.announced {
-		pc.announced = true
-		pc.active.Store(true)
-		mode := "socket evidence"
-		if pc.src == nil {
-			mode = "fixed rate (no socket evidence)"
-		}
-		s.cfg.Logger.Info("pacing writes to plain v1 peer", "mode", mode)
-	}
-	now := time.Now()
-	var waitStart time.Time
-	defer func() {
-		if !waitStart.IsZero() {
-			pc.waited.Add(int64(time.Since(waitStart)))
-		}
-	}()
-	for {
-		d, err := s.paceOnce(n, now)
-		if err != nil {
-			return n, true, nil // the connection is going away; the write says why
-		}
-		if d.Drained {
-			s.progress.Store(now.UnixNano())
-			pc.stallAt = time.Time{}
-		}
-		if d.Allow > 0 {
-			if !d.Probe {
-				pc.stallAt = time.Time{}
-			}
-			pc.st.wrote(d.Allow, d.Probe, time.Now())
-			return d.Allow, !d.Probe, nil
-		}
-		if pc.stallAt.IsZero() {
-			pc.stallAt = now.Add(s.cfg.WriteTimeout)
-		}
-		if waitStart.IsZero() {
-			waitStart = now
-		}
-		if s.q.hasPrio() {
-			return 0, false, nil
-		}
-		if now.After(pc.stallAt) {
-			return 0, false, fmt.Errorf("%w: a plain v1 peer read nothing for %v", ErrStalled, s.cfg.WriteTimeout)
-		}
-		if err := pc.sleep(s, d.Wait); err != nil {
-			return 0, false, err
-		}
-		now = time.Now()
-	}
-}
-
-// paceOnce samples the socket and decides.
-func (s *Session) paceOnce(n int, now time.Time) (decision, error) {
-	pc := &s.pacing
-	if pc.src != nil && !pc.noWindow {
-		sm, err := pc.src.sample()
-		if err != nil {
-			return decision{}, err
-		}
-		if sm.Wnd == 0 && !pc.st.started {
-			// A kernel without tcpi_snd_wnd (before 5.4): a peer's
-			// first window is never zero otherwise.
-			pc.noWindow = true
-			s.cfg.Logger.Info("no TCP window evidence: pacing plain v1 peer at a fixed rate")
-		} else {
-			d := defaultPace.decide(&pc.st, sm, n, now)
-			pc.backlog.Store(int64(d.Backlog))
-			return d, nil
-		}
-	}
-	return defaultPace.decideFallback(&pc.fb, n, now), nil
-}
-
-// sleep waits d (or yields once when d is zero) unless the session closes.
-func (pc *pacing) sleep(s *Session, d time.Duration) error {
-	if d <= 0 {
-		runtime.Gosched()
-		select {
-		case <-s.done:
-			return ErrClosed
-		default:
-			return nil
-		}
-	}
-	if pc.timer == nil {
-		pc.timer = time.NewTimer(d)
-	} else {
-		pc.timer.Reset(d)
-	}
-	select {
-	case <-s.done:
-		pc.timer.Stop()
-		return ErrClosed
-	case <-pc.timer.C:
-		return nil
-	}
-}
-
-// hasPrio reports whether priority frames wait to be written.
-func (q *queue) hasPrio() bool {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return len(q.prio) > 0
-}
-
-// fillPacing adds the pacing figures to in. The backlog is the bound as of
-// the writer's last look at the socket: it stays up after a burst until the
-// next one shows the peer read it.
-func (s *Session) fillPacing(in *Info) {
-	pc := &s.pacing
-	in.Paced = pc.active.Load()
-	if in.Paced {
-		in.PacedTime = time.Duration(pc.waited.Load())
-		in.BacklogBytes = int(pc.backlog.Load())
-	}
 }

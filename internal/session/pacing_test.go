@@ -21,6 +21,9 @@ var testPace = func() paceParams {
 
 const kib = 1 << 10
 
+// frame is the size of the next frame in the table tests (an IPv4 UPDATE).
+const frame = 38
+
 // paceStep is one decision: dt after the previous one, what the socket says
 // and how much waits; write says whether the writer then writes what was
 // allowed.
@@ -38,7 +41,7 @@ func runPace(p paceParams, steps []paceStep) (decision, *paceState) {
 	var d decision
 	for _, step := range steps {
 		now = now.Add(step.dt)
-		d = p.decide(st, step.s, step.want, now)
+		d = p.decide(st, step.s, waiting{Next: frame, Total: step.want}, now)
 		if step.write && d.Allow > 0 {
 			st.wrote(d.Allow, d.Probe, now)
 		}
@@ -79,6 +82,31 @@ func TestPaceDecide(t *testing.T) {
 			name:  "less waiting than a segment",
 			steps: []paceStep{{s: sample{Wnd: 64 * kib}, want: 300}},
 			allow: 300, peak: 64 * kib,
+		},
+		{
+			name:  "the MSS bounds a write",
+			steps: []paceStep{{s: sample{Wnd: 64 * kib, MSS: 1448}, want: 1 << 20}},
+			allow: 1448, peak: 64 * kib,
+		},
+		{
+			name:  "a frame larger than the MSS goes alone",
+			steps: []paceStep{{s: sample{Wnd: 64 * kib, MSS: 20}, want: 1 << 20}},
+			allow: frame, peak: 64 * kib,
+		},
+		{
+			name:    "unsent bytes in the socket: wait, whatever the room",
+			steps:   []paceStep{{s: sample{Outq: 100, Unsent: 100, Wnd: 64 * kib, MSS: 1448}, want: 1 << 20}},
+			backlog: 0, peak: 64 * kib,
+		},
+		{
+			name:  "the open window bounds a write",
+			steps: []paceStep{{s: sample{Outq: 60 * kib, Wnd: 64 * kib}, want: 1 << 20}},
+			allow: 4 * kib, peak: 64 * kib,
+		},
+		{
+			name:  "an open window smaller than the next frame: wait",
+			steps: []paceStep{{s: sample{Outq: 64*kib - 20, Wnd: 64 * kib}, want: 1 << 20}},
+			peak:  64 * kib,
 		},
 		{
 			name:    "target reached, nothing acknowledged: wait, yielding first",
@@ -215,7 +243,8 @@ func TestPaceBackoff(t *testing.T) {
 }
 
 func TestPaceFallback(t *testing.T) {
-	p := testPace // 256 KiB/s in writes of at most 4 KiB
+	const chunkTime = time.Second * 1220 / (256 << 10)
+	p := testPace // 256 KiB/s in writes of at most 1220 bytes
 	start := time.Unix(1000, 0)
 	tests := []struct {
 		name  string
@@ -229,23 +258,23 @@ func TestPaceFallback(t *testing.T) {
 		{"first write: a chunk", []struct {
 			dt   time.Duration
 			want int
-		}{{0, 1 << 20}}, 4 * kib, 0},
+		}{{0, 1 << 20}}, 1220, 0},
 		{"less waiting than a chunk", []struct {
 			dt   time.Duration
 			want int
 		}{{0, 100}}, 100, 0},
-		{"the next chunk after 1/64 s", []struct {
+		{"the next chunk after 1220 bytes' time", []struct {
 			dt   time.Duration
 			want int
-		}{{0, 1 << 20}, {0, 1 << 20}}, 0, time.Second / 64},
+		}{{0, 1 << 20}, {0, 1 << 20}}, 0, chunkTime},
 		{"half the wait later, half left", []struct {
 			dt   time.Duration
 			want int
-		}{{0, 1 << 20}, {time.Second / 128, 1 << 20}}, 0, time.Second / 128},
+		}{{0, 1 << 20}, {chunkTime / 2, 1 << 20}}, 0, chunkTime / 2},
 		{"a full wait later, a chunk", []struct {
 			dt   time.Duration
 			want int
-		}{{0, 1 << 20}, {time.Second / 64, 1 << 20}}, 4 * kib, 0},
+		}{{0, 1 << 20}, {chunkTime + time.Microsecond, 1 << 20}}, 1220, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -254,7 +283,7 @@ func TestPaceFallback(t *testing.T) {
 			var d decision
 			for _, s := range tt.steps {
 				now = now.Add(s.dt)
-				d = p.decideFallback(&st, s.want, now)
+				d = p.decideFallback(&st, waiting{Next: min(frame, s.want), Total: s.want}, now)
 			}
 			if d.Allow != tt.allow || (d.Wait-tt.wait).Abs() > time.Microsecond {
 				t.Errorf("decision = %+v, want allow %d wait %v", d, tt.allow, tt.wait)

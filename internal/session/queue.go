@@ -164,6 +164,13 @@ func (q *queue) takePrio() []byte {
 	return p
 }
 
+// hasPrio reports whether priority frames wait to be written.
+func (q *queue) hasPrio() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.prio) > 0
+}
+
 // done tells the queue the writer has written segs (returned by take): owned
 // chunks go back to the pool (an idle peer keeps no memory), the list is
 // kept for reuse. lowWater is the back-pressure release threshold.

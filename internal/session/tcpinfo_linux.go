@@ -3,6 +3,7 @@
 package session
 
 import (
+	"crypto/tls"
 	"net"
 	"syscall"
 
@@ -10,14 +11,24 @@ import (
 )
 
 // tcpSource samples a TCP socket: SIOCOUTQ for the bytes not yet
-// acknowledged, TCP_INFO for the window the peer advertised.
-type tcpSource struct{ rc syscall.RawConn }
+// acknowledged, TCP_INFO for the window the peer advertised, the bytes not
+// sent yet (tcpi_notsent_bytes, which is SIOCOUTQNSD) and the MSS.
+type tcpSource struct {
+	rc syscall.RawConn
+	// overhead is what a layer above TCP adds to a write (TLS records).
+	overhead int
+}
+
+// tlsOverhead bounds what a TLS record adds to the bytes written into it
+// (header, content type, authentication tag).
+const tlsOverhead = 64
 
 // newEvidenceSource returns a source for conn's socket, or nil when conn is
 // not TCP (net.Pipe, a Unix socket). A TLS connection is sampled through the
 // TCP connection under it: its records are a little larger than what the
 // peer reads out of them, which errs on the safe side.
 func newEvidenceSource(conn net.Conn) evidenceSource {
+	overhead := 0
 	for {
 		switch c := conn.(type) {
 		case *net.TCPConn:
@@ -25,7 +36,9 @@ func newEvidenceSource(conn net.Conn) evidenceSource {
 			if err != nil {
 				return nil
 			}
-			return tcpSource{rc}
+			return tcpSource{rc, overhead}
+		case *tls.Conn:
+			conn, overhead = c.NetConn(), tlsOverhead
 		case interface{ NetConn() net.Conn }:
 			conn = c.NetConn()
 		default:
@@ -48,7 +61,8 @@ func (t tcpSource) sample() (sample, error) {
 		if serr != nil {
 			return
 		}
-		s = sample{Outq: outq, Wnd: int(ti.Snd_wnd)}
+		s = sample{Outq: outq, Wnd: int(ti.Snd_wnd), Unsent: int(ti.Notsent_bytes),
+			MSS: max(1, int(ti.Snd_mss)-t.overhead)}
 	})
 	if err != nil {
 		return sample{}, err
