@@ -38,7 +38,10 @@ package session
 //   - grow: bytes acknowledged while the window grows past anything seen
 //     (after receive-buffer autotuning a Linux receiver grows its window and
 //     acknowledges at once with every arrival) count as unread and are
-//     released at the conservative GrowRate.
+//     released at the conservative GrowRate, or at half the rate at which
+//     the peer was seen to read while its window told (ReadRateWindow),
+//     when that is lower: while the window grows it cannot show a reader
+//     that falls behind.
 //
 // The writer writes while written − read is below Target. When everything
 // is acknowledged and nothing moves, the window may be stale — a receiver
@@ -70,6 +73,11 @@ type paceParams struct {
 	// GrowRate is the rate, in bytes per second, at which bytes
 	// acknowledged while the window grew are taken as read.
 	GrowRate int
+	// ReadRateWindow is the interval over which the peer's read rate is
+	// measured while the writer waits for it; MinGrowRate is the lowest
+	// rate of release of the growth bytes.
+	ReadRateWindow time.Duration
+	MinGrowRate    int
 	// Segment bounds one write (the MSS and the open window bound it
 	// further); MinChunk is the smallest write worth making when there is
 	// room for less than what is waiting (small segments make a Linux
@@ -100,24 +108,26 @@ type paceParams struct {
 // defaultPace are the production parameters (docs/pacing.md has the
 // measurements behind them).
 var defaultPace = paceParams{
-	Target:        48 << 10,
-	Hidden:        32 << 10,
-	OpenSlack:     8 << 10,
-	GrowRate:      256 << 10,
-	Segment:       8 << 10,
-	MinChunk:      4 << 10,
-	Probe:         64,
-	ProbeMaxSize:  2 << 10,
-	ProbeSlack:    4 << 10,
-	ProbeAfter:    2 * time.Millisecond,
-	ProbeMaxGap:   128 * time.Millisecond,
-	Settle:        time.Second,
-	SettleMax:     16 << 10,
-	Yields:        8,
-	MinSleep:      250 * time.Microsecond,
-	MaxSleep:      4 * time.Millisecond,
-	FallbackRate:  256 << 10,
-	FallbackChunk: 1220,
+	Target:         48 << 10,
+	Hidden:         32 << 10,
+	OpenSlack:      8 << 10,
+	GrowRate:       256 << 10,
+	ReadRateWindow: 100 * time.Millisecond,
+	MinGrowRate:    16 << 10,
+	Segment:        8 << 10,
+	MinChunk:       4 << 10,
+	Probe:          64,
+	ProbeMaxSize:   2 << 10,
+	ProbeSlack:     4 << 10,
+	ProbeAfter:     2 * time.Millisecond,
+	ProbeMaxGap:    128 * time.Millisecond,
+	Settle:         time.Second,
+	SettleMax:      16 << 10,
+	Yields:         8,
+	MinSleep:       250 * time.Microsecond,
+	MaxSleep:       4 * time.Millisecond,
+	FallbackRate:   256 << 10,
+	FallbackChunk:  1220,
 }
 
 // sample is what the socket says at one moment.
@@ -151,11 +161,18 @@ type paceState struct {
 	peak    int   // largest window seen (lowered by settling)
 	slack   int64 // bytes acknowledged without a matching shrink of the window
 	grow    int64 // bytes acknowledged while the window grew
-	last    sample
-	prevAt  time.Time // previous decision
-	lastAt  time.Time // when the samples last changed, or the writer last wrote
-	polls   int       // consecutive decisions to wait
-	probes  int       // probes since the window last changed
+
+	// The peer's read rate, measured over ReadRateWindow intervals in which
+	// the writer waited for it and the window told (no growth).
+	rate       float64 // bytes per second; zero: not measured yet
+	rateAt     time.Time
+	rateRead   int64 // read at rateAt
+	rateWaited bool  // the writer waited since rateAt
+	last       sample
+	prevAt     time.Time // previous decision
+	lastAt     time.Time // when the samples last changed, or the writer last wrote
+	polls      int       // consecutive decisions to wait
+	probes     int       // probes since the window last changed
 
 	stableSince  time.Time // since when the window has been last.Wnd
 	stableProbes int       // probes written since then
@@ -194,7 +211,7 @@ func (p *paceParams) decide(st *paceState, s sample, w waiting, now time.Time) d
 	dA := max(0, acked-st.acked)
 	st.acked = acked
 	if st.grow > 0 && now.After(st.prevAt) {
-		st.grow = max(0, st.grow-int64(now.Sub(st.prevAt).Seconds()*float64(p.GrowRate)))
+		st.grow = max(0, st.grow-int64(now.Sub(st.prevAt).Seconds()*p.growRate(st)))
 	}
 	st.prevAt = now
 	switch {
@@ -231,6 +248,7 @@ func (p *paceParams) decide(st *paceState, s sample, w waiting, now time.Time) d
 		st.stableSince, st.stableProbes = now, 0
 	}
 
+	p.measureRate(st, now)
 	backlog := int(st.written - st.read)
 	d.Backlog = backlog
 	if s.Unsent == 0 {
@@ -241,7 +259,39 @@ func (p *paceParams) decide(st *paceState, s sample, w waiting, now time.Time) d
 	}
 	d.Wait = p.backoff(st.polls)
 	st.polls++
+	st.rateWaited = true
 	return d
+}
+
+// measureRate updates the read rate at the end of each ReadRateWindow in
+// which the writer waited for the peer and no growth was pending.
+func (p *paceParams) measureRate(st *paceState, now time.Time) {
+	if st.rateAt.IsZero() || st.grow > 0 {
+		st.rateAt, st.rateRead, st.rateWaited = now, st.read, false
+		return
+	}
+	dt := now.Sub(st.rateAt)
+	if dt < p.ReadRateWindow {
+		return
+	}
+	if st.rateWaited {
+		r := float64(st.read-st.rateRead) / dt.Seconds()
+		if st.rate == 0 {
+			st.rate = r
+		} else {
+			st.rate = (st.rate + r) / 2
+		}
+	}
+	st.rateAt, st.rateRead, st.rateWaited = now, st.read, false
+}
+
+// growRate is the rate at which growth bytes are taken as read.
+func (p *paceParams) growRate(st *paceState) float64 {
+	r := float64(p.GrowRate)
+	if st.rate > 0 {
+		r = min(r, max(float64(p.MinGrowRate), st.rate/2))
+	}
+	return r
 }
 
 // allow is the size of the write that may be made now, by the backlog
