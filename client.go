@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,7 +22,8 @@ import (
 // ClientConfig configures a Client. Zero fields take the defaults noted.
 type ClientConfig struct {
 	// Servers are the route servers to connect to, as host:port. The
-	// client announces to and subscribes at each of them.
+	// client announces to and subscribes at each of them. It may be empty:
+	// servers can be added and removed later (AddServer, RemoveServer).
 	Servers []string
 	// Keepalive is the interval proposed in HELLO. Default 5s.
 	Keepalive time.Duration
@@ -81,6 +83,15 @@ type Client struct {
 	recv      *routetable.Table // received routes; sources are session IDs
 	installQ  []installOp
 	running   bool
+	// stopped is set when Run's context is done: no server can be added
+	// from then on. runCtx is Run's context while it runs, and conns
+	// counts the goroutines of connLoop.
+	stopped   bool
+	runCtx    context.Context
+	connLoops sync.WaitGroup
+	// installClosed is set when the installer goroutine has ended: nothing
+	// queued from then on would be applied.
+	installClosed bool
 	// everSynced is set once a server has sent the full table of every
 	// subscribed VNI (SyncNotifier).
 	everSynced bool
@@ -118,17 +129,24 @@ type clientConn struct {
 	// syncedVNIs are the VNIs the current session has received in full
 	// (END_OF_SYNC); guarded by Client.mu.
 	syncedVNIs map[route.VNI]bool
+	// cancel stops connLoop, which closes done when it has returned; both
+	// are set when connLoop starts (guarded by Client.mu). removed is set
+	// by RemoveServer (guarded by Client.mu): the session's routes are then
+	// withdrawn at once, not kept for a reconnect.
+	cancel  context.CancelFunc
+	done    chan struct{}
+	removed bool
 }
 
 // NewClient returns a Client configured by cfg. It checks the configuration
 // but does not connect: call Run.
 func NewClient(cfg ClientConfig) (*Client, error) {
-	if len(cfg.Servers) == 0 {
-		return nil, errors.New("no servers configured")
-	}
-	for _, s := range cfg.Servers {
-		if _, _, err := net.SplitHostPort(s); err != nil {
-			return nil, fmt.Errorf("server address %q: %w", s, err)
+	for i, s := range cfg.Servers {
+		if err := checkServerAddr(s); err != nil {
+			return nil, err
+		}
+		if slices.Contains(cfg.Servers[:i], s) {
+			return nil, fmt.Errorf("server address %q: listed twice", s)
 		}
 	}
 	if cfg.Keepalive < 0 || (cfg.Keepalive > 0 && cfg.Keepalive < time.Second) {
@@ -170,9 +188,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		ready:       make(chan struct{}),
 	}
 	for _, addr := range cfg.Servers {
-		cc := &clientConn{addr: addr}
-		cc.state.Store(uint32(session.StateConnecting))
-		c.conns = append(c.conns, cc)
+		c.conns = append(c.conns, newClientConn(addr))
 	}
 	return c, nil
 }
@@ -180,34 +196,45 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 // Run connects to every server and keeps the sessions up, reconnecting with
 // a jittered backoff, until ctx is done. It then closes the sessions and
 // returns nil. Routes already given to the Installer are left there (the
-// kernel installer removes its routes on request, see its Cleanup).
+// kernel installer removes its routes on request, see its Cleanup); changes
+// not yet given to it are dropped, and an Installer that implements
+// StopNotifier is told. When Run returns, every goroutine the Client
+// started has ended and the Installer is not called again.
 // Run may be called only once.
 func (c *Client) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	c.mu.Lock()
 	if c.running {
 		c.mu.Unlock()
 		return errors.New("client already running")
 	}
 	c.running = true
+	c.runCtx = ctx
+	for _, cc := range c.conns {
+		c.startConnLocked(cc)
+	}
 	c.mu.Unlock()
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	wg.Add(1)
+	installDone := make(chan struct{})
 	go func() {
-		defer wg.Done()
+		defer close(installDone)
 		c.installLoop(ctx)
 	}()
-	for _, cc := range c.conns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c.connLoop(ctx, cc)
-		}()
-	}
 	<-ctx.Done()
-	wg.Wait()
+	c.mu.Lock()
+	c.stopped = true // no connLoop starts after this
+	c.mu.Unlock()
+	c.connLoops.Wait()
+	<-installDone
+	c.mu.Lock()
+	for _, cc := range c.conns {
+		for _, ss := range cc.stale {
+			ss.timer.Stop()
+		}
+		cc.stale = nil
+	}
+	c.mu.Unlock()
 	return nil
 }
 

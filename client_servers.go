@@ -2,13 +2,117 @@ package metalbond
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
+	"net"
+	"slices"
 	"time"
 
 	"github.com/metalbond/metalbond/internal/routetable"
 	"github.com/metalbond/metalbond/internal/session"
 	"github.com/metalbond/metalbond/internal/wire"
 )
+
+func newClientConn(addr string) *clientConn {
+	cc := &clientConn{addr: addr, done: make(chan struct{})}
+	cc.state.Store(uint32(session.StateConnecting))
+	return cc
+}
+
+func checkServerAddr(addr string) error {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return fmt.Errorf("server address %q: %w", addr, err)
+	}
+	return nil
+}
+
+// AddServer adds the route server at addr (host:port) to the client. It
+// fails if addr is malformed, if the server is already configured (in
+// ClientConfig.Servers or by an earlier AddServer), or with ErrClosed once
+// Run has ended.
+//
+// When AddServer returns, the server is listed by Peers and, if Run is
+// running, a connection attempt has started (otherwise it starts with Run).
+// Once the session is established the client sends it every subscription
+// and announcement, as to the servers configured from the start.
+func (c *Client) AddServer(addr string) error {
+	if err := checkServerAddr(addr); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped {
+		return ErrClosed
+	}
+	if c.serverLocked(addr) >= 0 {
+		return fmt.Errorf("server %q: already configured", addr)
+	}
+	cc := newClientConn(addr)
+	c.conns = append(c.conns, cc)
+	if c.running {
+		c.startConnLocked(cc)
+	}
+	c.log.Info("server added", "peer", addr)
+	return nil
+}
+
+// RemoveServer closes the session to the server at addr and forgets the
+// server. It fails if addr is not configured.
+//
+// When RemoveServer returns, the session is closed, its goroutines have
+// ended, and every route that only this server had delivered has been
+// queued for removal from the Installer (no grace period applies: the
+// server was removed on purpose). The Installer's RemoveRoute calls follow
+// from its own goroutine, in order with every other change. Routes that
+// other servers also delivered stay.
+func (c *Client) RemoveServer(addr string) error {
+	c.mu.Lock()
+	i := c.serverLocked(addr)
+	if i < 0 {
+		c.mu.Unlock()
+		return fmt.Errorf("server %q: not configured", addr)
+	}
+	cc := c.conns[i]
+	c.conns = slices.Delete(c.conns, i, i+1)
+	cc.removed = true
+	cancel := cc.cancel
+	c.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-cc.done
+	}
+	c.mu.Lock()
+	stale := cc.stale
+	cc.stale = nil
+	for _, ss := range stale {
+		ss.timer.Stop()
+	}
+	c.mu.Unlock()
+	for _, ss := range stale {
+		c.dropSource(ss.id)
+	}
+	c.log.Info("server removed", "peer", addr)
+	return nil
+}
+
+// serverLocked returns the index of addr in c.conns, or -1. c.mu is held.
+func (c *Client) serverLocked(addr string) int {
+	return slices.IndexFunc(c.conns, func(cc *clientConn) bool { return cc.addr == addr })
+}
+
+// startConnLocked starts the connLoop of cc. c.mu is held, and Run is
+// running and not stopped.
+func (c *Client) startConnLocked(cc *clientConn) {
+	ctx, cancel := context.WithCancel(c.runCtx)
+	cc.cancel = cancel
+	c.connLoops.Add(1)
+	go func() {
+		defer c.connLoops.Done()
+		defer close(cc.done)
+		defer cancel()
+		c.connLoop(ctx, cc)
+	}()
+}
 
 // connLoop keeps one server's session up until ctx is done.
 func (c *Client) connLoop(ctx context.Context, cc *clientConn) {

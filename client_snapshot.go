@@ -63,12 +63,15 @@ func (c *Client) Routes(vni route.VNI) []RouteInfo {
 }
 
 // Peers returns a snapshot of the client's server sessions, in the order of
-// ClientConfig.Servers.
+// ClientConfig.Servers followed by those added with AddServer.
 func (c *Client) Peers() []PeerInfo {
 	subs := c.Subscriptions()
-	out := make([]PeerInfo, 0, len(c.conns))
-	for _, cc := range c.conns {
-		pi := PeerInfo{ID: cc.id.Load(), Remote: cc.addr, Direction: "outbound", Subscriptions: subs}
+	c.mu.Lock()
+	conns := slices.Clone(c.conns)
+	c.mu.Unlock()
+	out := make([]PeerInfo, 0, len(conns))
+	for _, cc := range conns {
+		pi := PeerInfo{ID: cc.id.Load(), Server: cc.addr, Remote: cc.addr, Direction: "outbound", Subscriptions: subs}
 		if s := cc.sess.Load(); s != nil {
 			fillSessionInfo(&pi, s)
 		} else {

@@ -23,6 +23,9 @@ func (c *Client) sessionDown(cc *clientConn, id routetable.SourceID, keep time.D
 	c.mu.Lock()
 	wasUp := cc.established
 	cc.established = false
+	if cc.removed {
+		keep = 0 // removed on purpose: nothing to ride out
+	}
 	// Another server's complete, current view makes this session's routes
 	// redundant: there is nothing to ride out.
 	for _, o := range c.conns {
