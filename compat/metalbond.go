@@ -29,6 +29,10 @@ type Config struct {
 
 	// Logger receives session events. Default slog.Default().
 	Logger *slog.Logger
+	// Name identifies this participant to servers across reconnects and
+	// restarts, for graceful restart; it must differ between the
+	// MetalBonds of one host that share a server. Default the host name.
+	Name string
 	// ClientTLS, if set, secures the connections to the servers of
 	// AddPeer (see package tlsauth for loading certificates).
 	ClientTLS *tls.Config
@@ -89,6 +93,7 @@ func NewMetalBond(config Config, client Client) *MetalBond {
 		Keepalive: time.Duration(config.KeepaliveInterval) * time.Second,
 		Installer: installer{client},
 		Dial:      m.dial,
+		Name:      config.Name,
 		Logger:    log,
 	})
 	if err != nil {
