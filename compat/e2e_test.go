@@ -11,117 +11,176 @@ import (
 	"github.com/metalbond/metalbond/internal/testport"
 )
 
-// TestEndToEnd runs the two embedders against a StartServer route server
-// over loopback: a speaker that only announces (NewDummyClient) and an
-// agent that subscribes and receives through its callback.
+var (
+	lb     = hop("2001:db8::10", mbproto.NextHopType_LOADBALANCER_TARGET, 0, 0)
+	lb2    = hop("2001:db8::12", mbproto.NextHopType_LOADBALANCER_TARGET, 0, 0)
+	nat    = hop("2001:db8::11", mbproto.NextHopType_NAT, 1024, 2047)
+	vm     = hop("2001:db8::20", mbproto.NextHopType_STANDARD, 0, 0)
+	vip    = dest("192.0.2.10/32")
+	natNet = dest("2001:db8:100::/64")
+)
+
+// embedders are the two programs that embed the existing library: a
+// load-balancer speaker that only announces (NewDummyClient) and a
+// hypervisor agent that subscribes and receives through its callback.
+type embedders struct {
+	speaker, agent *mb.MetalBond
+	client         *agentClient
+}
+
+// startEmbedders connects both to the route server at addr and runs them
+// through subscribe, announce, receive, withdraw, the error texts of a live
+// session and AddRoutesForVni. The agent then holds the route vip via lb.
+func startEmbedders(t *testing.T, addr string) *embedders {
+	t.Helper()
+	// Two embedders on one host: each needs a name of its own for
+	// graceful restart (on separate hosts, the host name is enough).
+	e := &embedders{client: newAgentClient()}
+	e.speaker = mb.NewMetalBond(mb.Config{KeepaliveInterval: 1, Name: "speaker"}, mb.NewDummyClient())
+	e.agent = mb.NewMetalBond(mb.Config{KeepaliveInterval: 1, Name: "agent"}, e.client)
+	e.client.mb.Store(e.agent)
+
+	// The speaker waits for ESTABLISHED before it announces, as it must
+	// with the existing library.
+	if err := e.speaker.AddPeer(addr, ""); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, e.speaker, addr, "ESTABLISHED", established)
+	for _, err := range []error{e.speaker.AnnounceRoute(100, vip, lb), e.speaker.AnnounceRoute(100, natNet, nat)} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// The agent subscribes at once, before its session is up: accepted.
+	if err := e.agent.AddPeer(addr, "127.0.0.1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.agent.Subscribe(100); err != nil {
+		t.Fatalf("Subscribe before ESTABLISHED: %v", err)
+	}
+	e.client.waitRoutes(t, routeKey(100, vip, lb), routeKey(100, natNet, nat))
+
+	// Its own announcement goes to the server, not back to itself.
+	if err := e.agent.AnnounceRoute(100, dest("10.100.0.0/24"), vm); err != nil {
+		t.Fatal(err)
+	}
+	// The errors the agent ignores, on a live session.
+	for _, c := range []struct {
+		err  error
+		want string
+	}{
+		{e.agent.Subscribe(100), "already subscribed to vni"},
+		{e.agent.Unsubscribe(101), "already unsubscribed from vni"},
+		{e.agent.AnnounceRoute(100, dest("10.100.0.0/24"), vm), "nexthop already exists"},
+		{e.speaker.WithdrawRoute(100, dest("10.100.0.0/24"), vm), "destination does not exist"},
+	} {
+		if !errMatches(c.err, c.want) {
+			t.Errorf("got %v, want an error containing %q", c.err, c.want)
+		}
+	}
+
+	// A withdrawal reaches the callback.
+	if err := e.speaker.WithdrawRoute(100, natNet, nat); err != nil {
+		t.Fatal(err)
+	}
+	e.client.waitRoutes(t, routeKey(100, vip, lb))
+
+	// AddRoutesForVni: AddRoute again for what is known in the VNI.
+	n := len(e.client.callLog())
+	if err := e.agent.AddRoutesForVni(100); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.client.waitCalls(t, n+1)[n:]; !slices.Equal(got, []string{"add " + routeKey(100, vip, lb)}) {
+		t.Fatalf("calls after AddRoutesForVni: %q, want one add of the route held", got)
+	}
+	return e
+}
+
+// shutdown shuts both down and checks that Cleanup was the agent's last
+// callback.
+func (e *embedders) shutdown(t *testing.T) {
+	t.Helper()
+	e.agent.Shutdown()
+	e.speaker.Shutdown()
+	calls := e.client.callLog()
+	if calls[len(calls)-1] != "cleanup" || slices.Index(calls, "cleanup") != len(calls)-1 {
+		t.Errorf("calls end with %q, want one cleanup, last", calls[max(0, len(calls)-3):])
+	}
+}
+
+func notEstablished(s mb.ConnectionState) bool { return s != mb.ESTABLISHED }
+
+// TestEndToEnd runs the embedders against a StartServer route server over
+// loopback, restarts the server, and checks that Shutdown leaves no
+// goroutine behind.
 func TestEndToEnd(t *testing.T) {
 	before := goleak.IgnoreCurrent()
 	// The server restarts on the same port: one below the ephemeral range.
 	addr := testport.Free(t, "127.0.0.1")
-	cfg := mb.Config{KeepaliveInterval: 1}
-
-	server := mb.NewMetalBond(cfg, nil)
+	server := mb.NewMetalBond(mb.Config{KeepaliveInterval: 1}, nil)
 	if err := server.StartServer(addr); err != nil {
 		t.Fatal(err)
 	}
 	if err := server.StartHTTPServer("127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}
-
-	// The speaker waits for ESTABLISHED before it announces, as it must
-	// with the existing library.
-	// Two embedders on one host: each needs a name of its own for
-	// graceful restart (on separate hosts, the host name is enough).
-	speakerCfg, agentCfg := cfg, cfg
-	speakerCfg.Name, agentCfg.Name = "speaker", "agent"
-	speaker := mb.NewMetalBond(speakerCfg, mb.NewDummyClient())
-	if err := speaker.AddPeer(addr, ""); err != nil {
-		t.Fatal(err)
-	}
-	waitState(t, speaker, addr, "ESTABLISHED", established)
-	lb := hop("2001:db8::10", mbproto.NextHopType_LOADBALANCER_TARGET, 0, 0)
-	nat := hop("2001:db8::11", mbproto.NextHopType_NAT, 1024, 2047)
-	vip := dest("192.0.2.10/32")
-	if err := speaker.AnnounceRoute(100, vip, lb); err != nil {
-		t.Fatal(err)
-	}
-	if err := speaker.AnnounceRoute(100, dest("2001:db8:100::/64"), nat); err != nil {
-		t.Fatal(err)
-	}
-
-	// The agent subscribes at once, before its session is up: accepted.
-	agent := newAgentClient()
-	agentMB := mb.NewMetalBond(agentCfg, agent)
-	agent.mb.Store(agentMB)
-	if err := agentMB.AddPeer(addr, "127.0.0.1"); err != nil {
-		t.Fatal(err)
-	}
-	if err := agentMB.Subscribe(100); err != nil {
-		t.Fatalf("Subscribe before ESTABLISHED: %v", err)
-	}
-	vipKey := routeKey(100, vip, lb)
-	natKey := routeKey(100, dest("2001:db8:100::/64"), nat)
-	agent.waitRoutes(t, vipKey, natKey)
-
-	// Its own announcement goes to the server, not back to itself.
-	vm := hop("2001:db8::20", mbproto.NextHopType_STANDARD, 0, 0)
-	if err := agentMB.AnnounceRoute(100, dest("10.100.0.0/24"), vm); err != nil {
-		t.Fatal(err)
-	}
-
-	// A withdrawal reaches the callback.
-	if err := speaker.WithdrawRoute(100, dest("2001:db8:100::/64"), nat); err != nil {
-		t.Fatal(err)
-	}
-	agent.waitRoutes(t, vipKey)
-
-	// AddRoutesForVni: AddRoute again for what is known in the VNI.
-	n := len(agent.callLog())
-	if err := agentMB.AddRoutesForVni(100); err != nil {
-		t.Fatal(err)
-	}
-	if got := agent.waitCalls(t, n+1)[n:]; !slices.Equal(got, []string{"add " + vipKey}) {
-		t.Fatalf("calls after AddRoutesForVni: %q, want one add of %s", got, vipKey)
-	}
+	e := startEmbedders(t, addr)
 
 	// The server restarts: both peers go out of ESTABLISHED and come back,
 	// the speaker re-announces on its own, and the agent keeps its route
 	// throughout (graceful restart: no RemoveRoute, no second AddRoute).
-	n = len(agent.callLog())
+	n := len(e.client.callLog())
 	server.Shutdown()
-	notEstablished := func(s mb.ConnectionState) bool { return s != mb.ESTABLISHED }
-	waitState(t, agentMB, addr, "out of ESTABLISHED", notEstablished)
-	waitState(t, speaker, addr, "out of ESTABLISHED", notEstablished)
-	server = mb.NewMetalBond(cfg, nil)
+	waitState(t, e.agent, addr, "out of ESTABLISHED", notEstablished)
+	waitState(t, e.speaker, addr, "out of ESTABLISHED", notEstablished)
+	server = mb.NewMetalBond(mb.Config{KeepaliveInterval: 1}, nil)
 	if err := server.StartServer(addr); err != nil {
 		t.Fatal(err)
 	}
-	waitState(t, agentMB, addr, "ESTABLISHED", established)
-	waitState(t, speaker, addr, "ESTABLISHED", established)
-	// A route announced after the restart arrives, and only after the
-	// one kept across it.
-	lb2 := hop("2001:db8::12", mbproto.NextHopType_LOADBALANCER_TARGET, 0, 0)
-	if err := speaker.AnnounceRoute(100, vip, lb2); err != nil {
+	waitState(t, e.agent, addr, "ESTABLISHED", established)
+	waitState(t, e.speaker, addr, "ESTABLISHED", established)
+	// A route announced after the restart arrives, after the one kept.
+	if err := e.speaker.AnnounceRoute(100, vip, lb2); err != nil {
 		t.Fatal(err)
 	}
-	agent.waitRoutes(t, vipKey, routeKey(100, vip, lb2))
-	if got := agent.callLog()[n:]; !slices.Equal(got, []string{"add " + routeKey(100, vip, lb2)}) {
+	e.client.waitRoutes(t, routeKey(100, vip, lb), routeKey(100, vip, lb2))
+	if got := e.client.callLog()[n:]; !slices.Equal(got, []string{"add " + routeKey(100, vip, lb2)}) {
 		t.Errorf("calls across the server restart: %q, want only the new route's add", got)
 	}
 
 	// RemovePeer withdraws what only that server sent.
-	if err := agentMB.RemovePeer(addr); err != nil {
+	if err := e.agent.RemovePeer(addr); err != nil {
 		t.Fatal(err)
 	}
-	agent.waitRoutes(t)
+	e.client.waitRoutes(t)
 
-	// Shutdown: Cleanup is the last call, and no goroutine is left.
-	agentMB.Shutdown()
-	speaker.Shutdown()
+	e.shutdown(t)
 	server.Shutdown()
-	calls := agent.callLog()
-	if calls[len(calls)-1] != "cleanup" || slices.Index(calls, "cleanup") != len(calls)-1 {
-		t.Errorf("calls end with %q, want one cleanup, last", calls[max(0, len(calls)-3):])
-	}
+	goleak.VerifyNone(t, before)
+}
+
+// TestAgainstV1Server runs the embedders against a server with the
+// existing implementation's wire behaviour (plain v1: no END_OF_SYNC, no
+// graceful restart), through a restart of it.
+func TestAgainstV1Server(t *testing.T) {
+	before := goleak.IgnoreCurrent()
+	addr := testport.Free(t, "127.0.0.1")
+	server := startV1Server(t, addr)
+	e := startEmbedders(t, addr)
+
+	// Without graceful restart the agent's route goes with the server and
+	// comes back when the speaker has re-announced it to the new one.
+	server.stop()
+	waitState(t, e.agent, addr, "out of ESTABLISHED", notEstablished)
+	waitState(t, e.speaker, addr, "out of ESTABLISHED", notEstablished)
+	e.client.waitRoutes(t)
+	server = startV1Server(t, addr)
+	waitState(t, e.agent, addr, "ESTABLISHED", established)
+	waitState(t, e.speaker, addr, "ESTABLISHED", established)
+	e.client.waitRoutes(t, routeKey(100, vip, lb))
+
+	e.shutdown(t)
+	server.stop()
 	goleak.VerifyNone(t, before)
 }
