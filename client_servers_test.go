@@ -1,6 +1,7 @@
 package metalbond_test
 
 import (
+	"context"
 	"errors"
 	"slices"
 	"strings"
@@ -206,5 +207,36 @@ func TestClientStopNotifier(t *testing.T) {
 	}
 	if _, err := c.Replay(9); !errors.Is(err, metalbond.ErrClosed) {
 		t.Errorf("Replay after Run ended = %v, want ErrClosed", err)
+	}
+}
+
+// A server added before Run is connected when Run starts, like those of
+// ClientConfig.Servers.
+func TestClientAddServerBeforeRun(t *testing.T) {
+	_, addr := startServer(t, metalbond.ServerConfig{})
+	c, err := metalbond.NewClient(metalbond.ClientConfig{RetryMin: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.AddServer(addr); err != nil {
+		t.Fatal(err)
+	}
+	if ps := c.Peers(); len(ps) != 1 || ps[0].Server != addr || ps[0].State != "CONNECTING" {
+		t.Fatalf("Peers before Run = %+v, want %s CONNECTING", ps, addr)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer wcancel()
+	if err := c.WaitReady(wctx); err != nil {
+		t.Fatalf("not established: %v", err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if ps := c.Peers(); len(ps) != 1 || ps[0].State != "CLOSED" {
+		t.Errorf("Peers after Run = %+v, want %s CLOSED", ps, addr)
 	}
 }

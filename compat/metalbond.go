@@ -276,32 +276,7 @@ func (m *MetalBond) GetSubscribedVnis() []VNI {
 // containing "nexthop already exists"; an invalid one with an error naming
 // the bad value.
 func (m *MetalBond) AnnounceRoute(vni VNI, dest Destination, hop NextHop) error {
-	r, err := toRoute(vni, dest, hop)
-	if err != nil {
-		return err
-	}
-	m.opMu.Lock()
-	defer m.opMu.Unlock()
-	if err := m.checkOpen(); err != nil {
-		return err
-	}
-	m.mu.Lock()
-	_, dup := m.announced[r]
-	own := m.own
-	m.mu.Unlock()
-	if dup {
-		return fmt.Errorf("cannot announce route %d#%s#%s: nexthop already exists", vni, r.Prefix, hop)
-	}
-	if err := m.core.Announce(m.ctx, r); err != nil {
-		return err
-	}
-	if own != nil {
-		own.Add(r)
-	}
-	m.mu.Lock()
-	m.announced[r] = struct{}{}
-	m.mu.Unlock()
-	return nil
+	return m.changeRoute(vni, dest, hop, true)
 }
 
 // WithdrawRoute withdraws a route of AnnounceRoute. A route not announced
@@ -309,6 +284,11 @@ func (m *MetalBond) AnnounceRoute(vni VNI, dest Destination, hop NextHop) error 
 // vni), "destination does not exist" (nothing for that prefix) or "nexthop
 // does not exist".
 func (m *MetalBond) WithdrawRoute(vni VNI, dest Destination, hop NextHop) error {
+	return m.changeRoute(vni, dest, hop, false)
+}
+
+// changeRoute announces (add) or withdraws a route.
+func (m *MetalBond) changeRoute(vni VNI, dest Destination, hop NextHop, add bool) error {
 	r, err := toRoute(vni, dest, hop)
 	if err != nil {
 		return err
@@ -319,30 +299,41 @@ func (m *MetalBond) WithdrawRoute(vni VNI, dest Destination, hop NextHop) error 
 		return err
 	}
 	m.mu.Lock()
-	err = m.missingLocked(r)
+	_, held := m.announced[r]
+	if !add && !held {
+		err = m.missingLocked(r)
+	}
 	own := m.own
 	m.mu.Unlock()
-	if err != nil {
+	switch {
+	case add && held:
+		return fmt.Errorf("cannot announce route %d#%s#%s: nexthop already exists", vni, r.Prefix, hop)
+	case err != nil:
 		return fmt.Errorf("cannot withdraw route %d#%s#%s: %w", vni, r.Prefix, hop, err)
 	}
-	if err := m.core.Withdraw(m.ctx, r); err != nil {
+	change, changeOwn := m.core.Announce, (*metalbond.ExternalSource).Add
+	if !add {
+		change, changeOwn = m.core.Withdraw, (*metalbond.ExternalSource).Remove
+	}
+	if err := change(m.ctx, r); err != nil {
 		return err
 	}
 	if own != nil {
-		own.Remove(r)
+		changeOwn(own, r)
 	}
 	m.mu.Lock()
-	delete(m.announced, r)
+	if add {
+		m.announced[r] = struct{}{}
+	} else {
+		delete(m.announced, r)
+	}
 	m.mu.Unlock()
 	return nil
 }
 
-// missingLocked says what of r is not announced, or nil if r is. m.mu is
-// held.
+// missingLocked says what of r, which is not announced, is missing. m.mu
+// is held.
 func (m *MetalBond) missingLocked(r route.Route) error {
-	if _, ok := m.announced[r]; ok {
-		return nil
-	}
 	vni, prefix := false, false
 	for a := range m.announced {
 		if a.VNI == r.VNI {
