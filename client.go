@@ -84,7 +84,7 @@ type Client struct {
 	installQ  []installOp
 	running   bool
 	// stopped is set when Run's context is done: no server can be added
-	// from then on. runCtx is Run's context while it runs, and conns
+	// from then on. runCtx is Run's context while it runs, and connLoops
 	// counts the goroutines of connLoop.
 	stopped   bool
 	runCtx    context.Context
@@ -198,8 +198,8 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 // returns nil. Routes already given to the Installer are left there (the
 // kernel installer removes its routes on request, see its Cleanup); changes
 // not yet given to it are dropped, and an Installer that implements
-// StopNotifier is told. When Run returns, every goroutine the Client
-// started has ended and the Installer is not called again.
+// StopNotifier is told. When Run returns, every session and the installer
+// goroutine have ended, and the Installer is not called again.
 // Run may be called only once.
 func (c *Client) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
