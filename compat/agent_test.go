@@ -32,6 +32,9 @@ type agentClient struct {
 
 	inside atomic.Int32 // callbacks running now: more than one is a bug
 
+	// onAdd, if set, is called from inside AddRoute, once.
+	onAdd atomic.Pointer[func()]
+
 	mu       sync.Mutex // guards the following
 	routes   map[string]bool
 	calls    []string
@@ -87,6 +90,11 @@ func (c *agentClient) record(op string, vni mb.VNI, dest mb.Destination, hop mb.
 	}
 	if dest.IPVersion != want {
 		problem = fmt.Sprintf("destination %s with IPVersion %d", dest.Prefix, dest.IPVersion)
+	}
+	if op == "add" {
+		if f := c.onAdd.Swap(nil); f != nil {
+			(*f)()
+		}
 	}
 	key := routeKey(vni, dest, hop)
 	c.mu.Lock()

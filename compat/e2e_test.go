@@ -94,6 +94,34 @@ func startEmbedders(t *testing.T, addr string) *embedders {
 	if got := e.client.waitCalls(t, n+1)[n:]; !slices.Equal(got, []string{"add " + routeKey(100, vip, lb)}) {
 		t.Fatalf("calls after AddRoutesForVni: %q, want one add of the route held", got)
 	}
+
+	// The agent calls into MetalBond from inside AddRoute: a replay is
+	// queued behind the add being made, and errors come back as usual.
+	n = len(e.client.callLog())
+	var inner error
+	hook := func() {
+		inner = e.agent.Subscribe(100)
+		if err := e.agent.AddRoutesForVni(100); err != nil {
+			t.Errorf("AddRoutesForVni inside AddRoute: %v", err)
+		}
+	}
+	e.client.onAdd.Store(&hook)
+	lb3 := hop("2001:db8::13", mbproto.NextHopType_LOADBALANCER_TARGET, 0, 0)
+	if err := e.speaker.AnnounceRoute(100, vip, lb3); err != nil {
+		t.Fatal(err)
+	}
+	got := e.client.waitCalls(t, n+3)[n:]
+	if want := []string{"add " + routeKey(100, vip, lb3)}; len(got) != 3 || got[0] != want[0] ||
+		!slices.Contains(got[1:], "add "+routeKey(100, vip, lb)) || !slices.Contains(got[1:], want[0]) {
+		t.Errorf("calls after AddRoutesForVni inside AddRoute: %q, want the add, then the replay of both routes", got)
+	}
+	if !errMatches(inner, "already subscribed to vni") {
+		t.Errorf("Subscribe inside AddRoute = %v, want already subscribed", inner)
+	}
+	if err := e.speaker.WithdrawRoute(100, vip, lb3); err != nil {
+		t.Fatal(err)
+	}
+	e.client.waitRoutes(t, routeKey(100, vip, lb))
 	return e
 }
 
