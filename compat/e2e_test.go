@@ -1,14 +1,17 @@
 package compat_test
 
 import (
+	"net/netip"
 	"slices"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
 	mb "github.com/metalbond/metalbond/compat"
 	mbproto "github.com/metalbond/metalbond/compat/pb"
 	"github.com/metalbond/metalbond/internal/testport"
+	"github.com/metalbond/metalbond/route"
 )
 
 var (
@@ -197,6 +200,18 @@ func TestAgainstV1Server(t *testing.T) {
 	server := startV1Server(t, addr)
 	e := startEmbedders(t, addr)
 
+	// A table larger than the deployed reader's buffer: the speaker's
+	// writes must be paced so that no read of the server fills it, here
+	// and when the speaker re-sends everything after the restart.
+	const many = 2000
+	for i := range many {
+		d := dest(netip.AddrFrom4([4]byte{10, 200, byte(i >> 8), byte(i)}).String() + "/32")
+		if err := e.speaker.AnnounceRoute(200, d, lb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitCount(t, server, 200, many)
+
 	// Without graceful restart the agent's route goes with the server and
 	// comes back when the speaker has re-announced it to the new one.
 	server.stop()
@@ -207,8 +222,24 @@ func TestAgainstV1Server(t *testing.T) {
 	waitState(t, e.agent, addr, "ESTABLISHED", established)
 	waitState(t, e.speaker, addr, "ESTABLISHED", established)
 	e.client.waitRoutes(t, routeKey(100, vip, lb))
+	waitCount(t, server, 200, many)
+	if n := server.overruns.Load(); n != 0 {
+		t.Errorf("%d reads filled the deployed reader's buffer", n)
+	}
 
 	e.shutdown(t)
 	server.stop()
 	goleak.VerifyNone(t, before)
+}
+
+// waitCount waits up to 30 s until the v1 server holds n routes in vni.
+func waitCount(t *testing.T, s *v1Server, vni route.VNI, n int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for s.count(vni) != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("v1 server holds %d routes in VNI %d, want %d (%d overruns)", s.count(vni), vni, n, s.overruns.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

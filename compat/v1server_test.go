@@ -1,8 +1,10 @@
 package compat_test
 
 import (
+	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,11 +16,14 @@ import (
 // implementation's: a HELLO without extensions, keepalives, the table of a
 // VNI on SUBSCRIBE, every UPDATE reflected to the other subscribers, and a
 // peer's routes withdrawn when its session ends. No END_OF_SYNC, no
-// graceful restart. It is small on purpose: it checks that the compat
-// layer needs nothing of our server.
+// graceful restart. It reads like the deployed implementation: one read
+// into a 65,535-byte buffer at a time, and a session reset when a read
+// fills it (docs/pacing.md). It is small on purpose: it checks that the
+// compat layer needs nothing of our server.
 type v1Server struct {
-	ln net.Listener
-	wg sync.WaitGroup
+	ln       net.Listener
+	wg       sync.WaitGroup
+	overruns atomic.Int64 // reads that filled the deployed reader's buffer
 
 	mu     sync.Mutex // guards the following
 	conns  map[*v1Conn]bool
@@ -83,7 +88,7 @@ func (s *v1Server) stop() {
 
 func (s *v1Server) serve(c *v1Conn) {
 	defer s.drop(c)
-	r := wire.NewReader(c.conn)
+	r := wire.NewReader(&deployedReader{conn: c.conn, overruns: &s.overruns})
 	m, err := r.ReadMessage()
 	h, ok := m.(wire.Hello)
 	if err != nil || !ok {
@@ -166,6 +171,19 @@ func (s *v1Server) reflect(from *v1Conn, a wire.Action, r route.Route) {
 	}
 }
 
+// count returns the number of routes the server holds in vni.
+func (s *v1Server) count(vni route.VNI) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for r := range s.routes {
+		if r.VNI == vni {
+			n++
+		}
+	}
+	return n
+}
+
 // drop forgets c and withdraws the routes only it held.
 func (s *v1Server) drop(c *v1Conn) {
 	c.conn.Close()
@@ -184,4 +202,36 @@ func (s *v1Server) drop(c *v1Conn) {
 			}
 		}
 	}
+}
+
+// deployedReader reads like the deployed implementation: each read from the
+// connection goes into one 65,535-byte buffer, and a read that fills it is
+// taken for overload and ends the session.
+type deployedReader struct {
+	conn     net.Conn
+	overruns *atomic.Int64
+	buf      []byte
+	data     []byte // read and not yet consumed
+}
+
+var errOverrun = errors.New("a read filled the 65,535-byte buffer: the deployed reader resets the session")
+
+func (r *deployedReader) Read(p []byte) (int, error) {
+	if len(r.data) == 0 {
+		if r.buf == nil {
+			r.buf = make([]byte, 65535)
+		}
+		n, err := r.conn.Read(r.buf)
+		if n == len(r.buf) {
+			r.overruns.Add(1)
+			return 0, errOverrun
+		}
+		if n == 0 {
+			return 0, err
+		}
+		r.data = r.buf[:n]
+	}
+	n := copy(p, r.data)
+	r.data = r.data[n:]
+	return n, nil
 }
