@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -23,7 +22,8 @@ import (
 // ClientConfig configures a Client. Zero fields take the defaults noted.
 type ClientConfig struct {
 	// Servers are the route servers to connect to, as host:port. The
-	// client announces to and subscribes at each of them.
+	// client announces to and subscribes at each of them. It may be empty:
+	// servers can be added and removed later (AddServer, RemoveServer).
 	Servers []string
 	// Keepalive is the interval proposed in HELLO. Default 5s.
 	Keepalive time.Duration
@@ -83,6 +83,15 @@ type Client struct {
 	recv      *routetable.Table // received routes; sources are session IDs
 	installQ  []installOp
 	running   bool
+	// stopped is set when Run's context is done: no server can be added
+	// from then on. runCtx is Run's context while it runs, and connLoops
+	// counts the goroutines of connLoop.
+	stopped   bool
+	runCtx    context.Context
+	connLoops sync.WaitGroup
+	// installClosed is set when the installer goroutine has ended: nothing
+	// queued from then on would be applied.
+	installClosed bool
 	// everSynced is set once a server has sent the full table of every
 	// subscribed VNI (SyncNotifier).
 	everSynced bool
@@ -97,12 +106,6 @@ type Client struct {
 type vniPrefix struct {
 	vni    route.VNI
 	prefix netip.Prefix
-}
-
-type installOp struct {
-	add    bool
-	synced bool // call SyncNotifier.Synced instead of changing a route
-	r      route.Route
 }
 
 type clientCounters struct {
@@ -126,24 +129,24 @@ type clientConn struct {
 	// syncedVNIs are the VNIs the current session has received in full
 	// (END_OF_SYNC); guarded by Client.mu.
 	syncedVNIs map[route.VNI]bool
-}
-
-// staleSession is an ended session whose routes the client keeps.
-type staleSession struct {
-	id     routetable.SourceID
-	timer  *time.Timer
-	synced map[route.VNI]bool // VNIs re-synced by a later session
+	// cancel stops connLoop, which closes done when it has returned; both
+	// are set when connLoop starts (guarded by Client.mu). removed is set
+	// by RemoveServer (guarded by Client.mu): the session's routes are then
+	// withdrawn at once, not kept for a reconnect.
+	cancel  context.CancelFunc
+	done    chan struct{}
+	removed bool
 }
 
 // NewClient returns a Client configured by cfg. It checks the configuration
 // but does not connect: call Run.
 func NewClient(cfg ClientConfig) (*Client, error) {
-	if len(cfg.Servers) == 0 {
-		return nil, errors.New("no servers configured")
-	}
-	for _, s := range cfg.Servers {
-		if _, _, err := net.SplitHostPort(s); err != nil {
-			return nil, fmt.Errorf("server address %q: %w", s, err)
+	for i, s := range cfg.Servers {
+		if err := checkServerAddr(s); err != nil {
+			return nil, err
+		}
+		if slices.Contains(cfg.Servers[:i], s) {
+			return nil, fmt.Errorf("server address %q: listed twice", s)
 		}
 	}
 	if cfg.Keepalive < 0 || (cfg.Keepalive > 0 && cfg.Keepalive < time.Second) {
@@ -185,9 +188,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		ready:       make(chan struct{}),
 	}
 	for _, addr := range cfg.Servers {
-		cc := &clientConn{addr: addr}
-		cc.state.Store(uint32(session.StateConnecting))
-		c.conns = append(c.conns, cc)
+		c.conns = append(c.conns, newClientConn(addr))
 	}
 	return c, nil
 }
@@ -195,34 +196,45 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 // Run connects to every server and keeps the sessions up, reconnecting with
 // a jittered backoff, until ctx is done. It then closes the sessions and
 // returns nil. Routes already given to the Installer are left there (the
-// kernel installer removes its routes on request, see its Cleanup).
+// kernel installer removes its routes on request, see its Cleanup); changes
+// not yet given to it are dropped, and an Installer that implements
+// StopNotifier is told. When Run returns, every session and the installer
+// goroutine have ended, and the Installer is not called again.
 // Run may be called only once.
 func (c *Client) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	c.mu.Lock()
 	if c.running {
 		c.mu.Unlock()
 		return errors.New("client already running")
 	}
 	c.running = true
+	c.runCtx = ctx
+	for _, cc := range c.conns {
+		c.startConnLocked(cc)
+	}
 	c.mu.Unlock()
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	wg.Add(1)
+	installDone := make(chan struct{})
 	go func() {
-		defer wg.Done()
+		defer close(installDone)
 		c.installLoop(ctx)
 	}()
-	for _, cc := range c.conns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c.connLoop(ctx, cc)
-		}()
-	}
 	<-ctx.Done()
-	wg.Wait()
+	c.mu.Lock()
+	c.stopped = true // no connLoop starts after this
+	c.mu.Unlock()
+	c.connLoops.Wait()
+	<-installDone
+	c.mu.Lock()
+	for _, cc := range c.conns {
+		for _, ss := range cc.stale {
+			ss.timer.Stop()
+		}
+		cc.stale = nil
+	}
+	c.mu.Unlock()
 	return nil
 }
 
@@ -247,244 +259,6 @@ func (c *Client) Ready() bool {
 		}
 	}
 	return false
-}
-
-// connLoop keeps one server's session up until ctx is done.
-func (c *Client) connLoop(ctx context.Context, cc *clientConn) {
-	log := c.log.With("peer", cc.addr)
-	delay := c.cfg.RetryMin
-	for ctx.Err() == nil {
-		cc.state.Store(uint32(session.StateConnecting))
-		conn, err := c.cfg.Dial(ctx, "tcp", cc.addr)
-		if err == nil {
-			id := routetable.SourceID(c.nextID.Add(1))
-			cc.id.Store(uint32(id))
-			h := &clientHandler{c: c, cc: cc, id: id, log: log}
-			scfg := session.Config{
-				Role:         session.RoleClient,
-				Keepalive:    c.cfg.Keepalive,
-				WriteTimeout: c.cfg.WriteTimeout,
-				MaxQueue:     c.cfg.MaxQueue,
-				HighWater:    c.cfg.HighWater,
-				Logger:       log,
-				NoPaceV1:     c.cfg.NoPaceV1,
-			}
-			if c.cfg.GracefulRestart > 0 {
-				scfg.Features = wire.FeatureEndOfSync | wire.FeatureGracefulRestart
-				scfg.GracefulRestart = c.cfg.GracefulRestart
-				scfg.Name = c.cfg.Name
-			}
-			sess := session.New(conn, scfg, h)
-			cc.sess.Store(sess)
-			log.Debug("connected", "local", conn.LocalAddr().String())
-			err = sess.Run(ctx)
-			wasUp := c.sessionDown(cc, id, c.keepTime(sess))
-			cc.sess.Store(nil)
-			if ctx.Err() != nil {
-				break
-			}
-			log.Info("session down", "err", err)
-			if wasUp {
-				delay = c.cfg.RetryMin
-			}
-		} else if ctx.Err() == nil {
-			log.Warn("connect failed", "err", err)
-		}
-		cc.state.Store(uint32(session.StateRetry))
-		// Full jitter over [delay/2, delay*3/2) spreads a fleet's reconnects.
-		wait := delay/2 + rand.N(delay)
-		select {
-		case <-time.After(wait):
-		case <-ctx.Done():
-		}
-		delay = min(2*delay, c.cfg.RetryMax)
-	}
-	cc.state.Store(uint32(session.StateClosed))
-}
-
-// keepTime is how long to keep the routes of sess after it ended.
-func (c *Client) keepTime(sess *session.Session) time.Duration {
-	if c.cfg.GracePeriod > 0 {
-		return c.cfg.GracePeriod
-	}
-	if sess.Negotiated()&wire.FeatureGracefulRestart != 0 {
-		h, _ := sess.PeerHello()
-		return min(time.Duration(h.GracefulRestart)*time.Second, c.cfg.GracefulRestart)
-	}
-	return 0
-}
-
-// sessionDown forgets a session that ended and withdraws the routes it
-// delivered: now if another server's session has a complete view, or else,
-// to ride out a restart, when a later session has re-synced (END_OF_SYNC)
-// or keep has passed. It reports whether the session had been established.
-func (c *Client) sessionDown(cc *clientConn, id routetable.SourceID, keep time.Duration) bool {
-	c.mu.Lock()
-	wasUp := cc.established
-	cc.established = false
-	// Another server's complete, current view makes this session's routes
-	// redundant: there is nothing to ride out.
-	for _, o := range c.conns {
-		if o != cc && c.fullySynced(o) {
-			keep = 0
-		}
-	}
-	if keep > 0 && wasUp {
-		ss := &staleSession{id: id, synced: make(map[route.VNI]bool)}
-		cc.stale = append(cc.stale, ss)
-		ss.timer = time.AfterFunc(keep, func() {
-			c.mu.Lock()
-			found := cc.removeStale(ss)
-			c.mu.Unlock()
-			if found {
-				c.dropSource(id)
-			}
-		})
-		c.mu.Unlock()
-		return wasUp
-	}
-	c.mu.Unlock()
-	c.dropSource(id)
-	return wasUp
-}
-
-// removeStale removes ss from cc.stale and reports whether it was there.
-// Client.mu is held.
-func (cc *clientConn) removeStale(ss *staleSession) bool {
-	i := slices.Index(cc.stale, ss)
-	if i < 0 {
-		return false
-	}
-	cc.stale = slices.Delete(cc.stale, i, i+1)
-	return true
-}
-
-// synced is called when the current session of cc has received the whole
-// table of vni (END_OF_SYNC). Every server has the same table, so routes of
-// vni that ended sessions (of any server) held and this view lacks are
-// withdrawn now; routes in both are kept without a flap.
-func (c *Client) synced(cc *clientConn, vni route.VNI) {
-	type staleRef struct {
-		cc *clientConn
-		ss *staleSession
-	}
-	c.mu.Lock()
-	cc.syncedVNIs[vni] = true
-	var done []staleRef
-	n := 0
-	var routes []route.Route
-	for _, o := range c.conns {
-		for _, ss := range o.stale {
-			if routes == nil {
-				routes = c.recv.Routes(vni)
-			}
-			for _, r := range routes {
-				if slices.Contains(c.recv.Holders(r), ss.id) && c.recv.Remove(r, ss.id) {
-					c.installQ = append(c.installQ, installOp{add: false, r: r})
-					n++
-				}
-			}
-			ss.synced[vni] = true
-			all := true
-			for v := range c.subs {
-				all = all && ss.synced[v]
-			}
-			if all {
-				done = append(done, staleRef{o, ss})
-			}
-		}
-	}
-	for _, d := range done {
-		d.ss.timer.Stop()
-		d.cc.removeStale(d.ss)
-	}
-	notify := !c.everSynced && c.fullySynced(cc)
-	if notify {
-		c.everSynced = true
-		c.installQ = append(c.installQ, installOp{synced: true})
-	}
-	c.mu.Unlock()
-	for _, d := range done {
-		c.dropSource(d.ss.id)
-	}
-	if n > 0 {
-		c.log.Info("resynced", "peer", cc.addr, "vni", vni, "stale_routes_withdrawn", n)
-	}
-	if n > 0 || notify {
-		c.wakeInstaller()
-	}
-}
-
-// fullySynced reports whether the current session of cc is established
-// and has received the whole table of every subscribed VNI. Client.mu is
-// held.
-func (c *Client) fullySynced(cc *clientConn) bool {
-	if !cc.established {
-		return false
-	}
-	for v := range c.subs {
-		if !cc.syncedVNIs[v] {
-			return false
-		}
-	}
-	return true
-}
-
-// dropSource withdraws every received route whose last holder was id.
-func (c *Client) dropSource(id routetable.SourceID) {
-	c.mu.Lock()
-	n := 0
-	c.recv.RemoveSource(id, func(r route.Route) {
-		c.installQ = append(c.installQ, installOp{add: false, r: r})
-		n++
-	})
-	c.mu.Unlock()
-	if n > 0 {
-		c.log.Info("withdrew routes of ended session", "session", id, "routes", n)
-		c.wakeInstaller()
-	}
-}
-
-func (c *Client) wakeInstaller() {
-	select {
-	case c.installWake <- struct{}{}:
-	default:
-	}
-}
-
-// installLoop calls the Installer, one change at a time, in order.
-func (c *Client) installLoop(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-c.installWake:
-		}
-		c.mu.Lock()
-		ops := c.installQ
-		c.installQ = nil
-		c.mu.Unlock()
-		for _, op := range ops {
-			var err error
-			if op.synced {
-				if n, ok := c.cfg.Installer.(SyncNotifier); ok {
-					n.Synced()
-				}
-				continue
-			}
-			if op.add {
-				err = c.cfg.Installer.AddRoute(op.r)
-				c.stats.installed.Add(1)
-			} else {
-				err = c.cfg.Installer.RemoveRoute(op.r)
-				c.stats.installed.Add(-1)
-			}
-			if err != nil {
-				c.stats.installErrors.Add(1)
-				c.log.Error("route installer failed", "add", op.add, "route", op.r.String(), "err", err)
-			}
-		}
-	}
 }
 
 // clientHandler is the client's session.Handler for one session.
@@ -669,97 +443,4 @@ func (c *Client) sendLocked(frame []byte, updates int) []*session.Session {
 		}
 	}
 	return congested
-}
-
-// Subscriptions returns the subscribed VNIs, sorted.
-func (c *Client) Subscriptions() []route.VNI {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	out := make([]route.VNI, 0, len(c.subs))
-	for v := range c.subs {
-		out = append(out, v)
-	}
-	slices.Sort(out)
-	return out
-}
-
-// Announcements returns the announced routes, sorted.
-func (c *Client) Announcements() []route.Route {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	out := make([]route.Route, 0, len(c.announced))
-	for r := range c.announced {
-		out = append(out, r)
-	}
-	slices.SortFunc(out, route.Route.Compare)
-	return out
-}
-
-// VNIs summarises the received routes by VNI, sorted.
-func (c *Client) VNIs() []VNIInfo {
-	var out []VNIInfo
-	for _, vni := range c.recv.VNIs() {
-		rs := c.recv.Routes(vni)
-		prefixes := 0
-		for i := range rs {
-			if i == 0 || rs[i].Prefix != rs[i-1].Prefix {
-				prefixes++
-			}
-		}
-		out = append(out, VNIInfo{VNI: vni, Routes: len(rs), Prefixes: prefixes})
-	}
-	return out
-}
-
-// Routes returns the routes received for vni with the sessions that
-// delivered each (see PeerInfo.ID), sorted.
-func (c *Client) Routes(vni route.VNI) []RouteInfo {
-	rs := c.recv.Routes(vni)
-	out := make([]RouteInfo, 0, len(rs))
-	for _, r := range rs {
-		ri := RouteInfo{Route: r}
-		for _, id := range c.recv.Holders(r) {
-			ri.Peers = append(ri.Peers, uint32(id))
-		}
-		out = append(out, ri)
-	}
-	return out
-}
-
-// Peers returns a snapshot of the client's server sessions, in the order of
-// ClientConfig.Servers.
-func (c *Client) Peers() []PeerInfo {
-	subs := c.Subscriptions()
-	out := make([]PeerInfo, 0, len(c.conns))
-	for _, cc := range c.conns {
-		pi := PeerInfo{ID: cc.id.Load(), Remote: cc.addr, Direction: "outbound", Subscriptions: subs}
-		if s := cc.sess.Load(); s != nil {
-			fillSessionInfo(&pi, s)
-		} else {
-			pi.State = session.State(cc.state.Load()).String()
-		}
-		out = append(out, pi)
-	}
-	return out
-}
-
-// ClientStats are counters of a Client.
-type ClientStats struct {
-	// RoutesInstalled is the number of routes currently given to the
-	// Installer.
-	RoutesInstalled int64
-	// InstallErrors counts Installer calls that returned an error.
-	InstallErrors uint64
-	// LoopsPrevented counts received updates ignored because they are for
-	// a prefix this client announces itself.
-	LoopsPrevented uint64
-}
-
-// Stats returns the client's counters.
-func (c *Client) Stats() ClientStats {
-	return ClientStats{
-		RoutesInstalled: c.stats.installed.Load(),
-		InstallErrors:   c.stats.installErrors.Load(),
-		LoopsPrevented:  c.stats.loopsPrevented.Load(),
-	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -143,7 +144,7 @@ func TestClientValidatesInput(t *testing.T) {
 	if _, err := metalbond.NewClient(metalbond.ClientConfig{Servers: []string{"nocolon"}}); err == nil {
 		t.Error("NewClient accepted a server address without a port")
 	}
-	if _, err := metalbond.NewClient(metalbond.ClientConfig{}); err == nil {
-		t.Error("NewClient accepted no servers")
+	if _, err := metalbond.NewClient(metalbond.ClientConfig{Servers: []string{"127.0.0.1:1", "127.0.0.1:1"}}); err == nil || !strings.Contains(err.Error(), "127.0.0.1:1") {
+		t.Errorf("NewClient with a server listed twice = %v, want an error naming it", err)
 	}
 }

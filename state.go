@@ -18,6 +18,9 @@ type PeerInfo struct {
 	// session that is not connected, Remote is the configured server
 	// address and Local is empty.
 	Remote, Local string
+	// Server is, for a client's session, the server's address as
+	// configured (ClientConfig.Servers or AddServer); empty on a server.
+	Server string
 	// Direction is "inbound" (accepted by a server) or "outbound" (dialled
 	// by a client).
 	Direction string

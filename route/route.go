@@ -269,7 +269,12 @@ type TableMapping struct {
 	Table int
 }
 
-// ParseTableMapping parses VNI#TABLE, for example 23#100.
+// TableMain is the number of Linux's main routing table.
+const TableMain = 254
+
+// ParseTableMapping parses VNI#TABLE, for example 23#100. Table 0 stands
+// for the main table (TableMain), as in deployed configurations, where
+// VNI#0 installs into the main table.
 func ParseTableMapping(s string) (TableMapping, error) {
 	vni, table, ok := strings.Cut(s, "#")
 	if !ok {
@@ -280,8 +285,11 @@ func ParseTableMapping(s string) (TableMapping, error) {
 		return TableMapping{}, fmt.Errorf("table mapping %q: %w", s, err)
 	}
 	t, err := strconv.ParseUint(table, 10, 32)
-	if err != nil || t == 0 {
-		return TableMapping{}, fmt.Errorf("table mapping %q: invalid table %q: want a number from 1 to %d", s, table, uint32(1<<32-1))
+	if err != nil {
+		return TableMapping{}, fmt.Errorf("table mapping %q: invalid table %q: want a number from 0 (main) to %d", s, table, uint32(1<<32-1))
+	}
+	if t == 0 {
+		t = TableMain
 	}
 	return TableMapping{VNI: v, Table: int(t)}, nil
 }

@@ -69,7 +69,11 @@ func TestParseTableMapping(t *testing.T) {
 	if err != nil || m != (TableMapping{23, 100}) || m.String() != "23#100" {
 		t.Fatalf("got %v, %v", m, err)
 	}
-	for _, bad := range []string{"23", "23#", "#100", "23#0", "23#x", "16777216#1", "23#4294967296"} {
+	// Deployed units use VNI#0 for the main table.
+	if m, err := ParseTableMapping("23#0"); err != nil || m != (TableMapping{23, TableMain}) {
+		t.Errorf("ParseTableMapping(23#0) = %v, %v; want the main table, %d", m, err, TableMain)
+	}
+	for _, bad := range []string{"23", "23#", "#100", "23#-1", "23#x", "16777216#1", "23#4294967296"} {
 		if _, err := ParseTableMapping(bad); err == nil || !strings.Contains(err.Error(), bad) {
 			t.Errorf("ParseTableMapping(%q) = %v, want an error naming it", bad, err)
 		}

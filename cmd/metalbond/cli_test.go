@@ -70,8 +70,8 @@ func TestUsageErrors(t *testing.T) {
 			`invalid --subscribe "16777216"`},
 		{"bad install-routes", []string{"client", "--server", "[::1]:4711", "--subscribe", "23", "--tun", "t0", "--install-routes", "23"},
 			`invalid --install-routes "23": want VNI#TABLE`},
-		{"install-routes table 0", []string{"client", "--server", "[::1]:4711", "--subscribe", "23", "--tun", "t0", "--install-routes", "23#0"},
-			`invalid --install-routes "23#0": invalid table "0"`},
+		{"install-routes bad table", []string{"client", "--server", "[::1]:4711", "--subscribe", "23", "--tun", "t0", "--install-routes", "23#main"},
+			`invalid --install-routes "23#main": invalid table "main"`},
 		{"install-routes not subscribed", []string{"client", "--server", "[::1]:4711", "--subscribe", "23", "--tun", "t0", "--install-routes", "24#100"},
 			`invalid --install-routes "24#100": VNI 24 is not subscribed`},
 		{"install-routes two tables", []string{"client", "--server", "[::1]:4711", "--subscribe", "23", "--tun", "t0", "--install-routes", "23#100", "--install-routes", "23#101"},
@@ -326,5 +326,17 @@ func TestRuntimeErrorExitsOne(t *testing.T) {
 	}
 	if !strings.Contains(errb.String(), "metalbond: listen tcp 192.0.2.1:4711") {
 		t.Errorf("stderr: %s", errb.String())
+	}
+}
+
+// Deployed units and DaemonSets install into the main table with VNI#0.
+func TestInstallRoutesTableZeroIsMain(t *testing.T) {
+	code, _, stderr, c := run(t, "client", "--server", "[::1]:4711", "--subscribe", "23",
+		"--tun", "overlay-tun", "--install-routes", "23#0")
+	if code != exitOK || c.client == nil {
+		t.Fatalf("exit code %d, stderr:\n%s", code, stderr)
+	}
+	if want := []route.TableMapping{{VNI: 23, Table: route.TableMain}}; !reflect.DeepEqual(c.client.InstallRoutes, want) {
+		t.Errorf("InstallRoutes = %v, want %v", c.client.InstallRoutes, want)
 	}
 }

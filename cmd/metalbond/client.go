@@ -110,7 +110,7 @@ are the long flag names (flags on the command line win):
 	fs.StringSliceVar(&f.announce, "announce", nil,
 		"announce a `route`: VNI#PREFIX#NEXTHOP[#STD|LB|NAT][#FROM#TO], e.g. 23#10.0.23.0/24#2001:db8::1 or 23#10.0.24.0/24#2001:db8::2#NAT#1024#2047; repeatable")
 	fs.StringSliceVar(&f.installRoutes, "install-routes", nil,
-		"install the routes received for a subscribed VNI into a Linux routing table: `VNI#TABLE`, e.g. 23#100; needs --tun; repeatable")
+		"install the routes received for a subscribed VNI into a Linux routing table: `VNI#TABLE`, e.g. 23#100 (table 0 is the main table, 254); needs --tun; repeatable")
 	fs.StringVar(&f.tun, "tun", "",
 		"tunnel `device` for installed routes (an ip6tnl device in mode any, external)")
 	fs.BoolVar(&f.ipv4Only, "ipv4-only", false,
