@@ -205,22 +205,13 @@ func (p *Peer) read(ctx context.Context, updates, control chan<- item) error {
 		if int64(n) > p.Stats.MaxRead.Load() {
 			p.Stats.MaxRead.Store(int64(n))
 		}
-		if n == len(buf) {
-			return fmt.Errorf("read %d: %w", reads, ErrFullRead)
+		if err := CheckRead(buf[:n]); err != nil {
+			return fmt.Errorf("read %d: %w", reads, err)
 		}
 		for off := 0; off < n; {
-			if off+wire.HeaderLen > n {
-				return fmt.Errorf("read %d of %d bytes: header at %d: %w", reads, n, off, ErrSplitMessage)
-			}
-			if buf[off] != wire.Version {
-				return fmt.Errorf("read %d of %d bytes: byte %d is %d: %w", reads, n, off, buf[off], ErrVersion)
-			}
 			l := int(binary.BigEndian.Uint16(buf[off+1:]))
 			t := wire.Type(buf[off+3])
 			end := off + wire.HeaderLen + l
-			if end > n {
-				return fmt.Errorf("read %d of %d bytes: message at %d ends at %d: %w", reads, n, off, end, ErrSplitMessage)
-			}
 			p.lastMsg.Store(time.Now().UnixNano())
 			p.Stats.Messages.Add(1)
 			it := item{t: t, body: append([]byte(nil), buf[off+wire.HeaderLen:end]...)}
@@ -244,6 +235,31 @@ func (p *Peer) read(ctx context.Context, updates, control chan<- item) error {
 			}
 		}
 	}
+}
+
+// CheckRead reports how the deployed reader fails on a read that returned
+// b: ErrFullRead when b fills its buffer, ErrVersion when a message does not
+// start with the version, ErrSplitMessage when b ends inside a message (the
+// reader would take the rest of it from stale bytes of its buffer). A nil
+// error means b holds whole messages only.
+func CheckRead(b []byte) error {
+	if len(b) >= ReadBuffer {
+		return fmt.Errorf("%d bytes: %w", len(b), ErrFullRead)
+	}
+	for off := 0; off < len(b); {
+		if off+wire.HeaderLen > len(b) {
+			return fmt.Errorf("%d bytes: header at %d: %w", len(b), off, ErrSplitMessage)
+		}
+		if b[off] != wire.Version {
+			return fmt.Errorf("%d bytes: byte %d is %d: %w", len(b), off, b[off], ErrVersion)
+		}
+		end := off + wire.HeaderLen + int(binary.BigEndian.Uint16(b[off+1:]))
+		if end > len(b) {
+			return fmt.Errorf("%d bytes: message at %d ends at %d: %w", len(b), off, end, ErrSplitMessage)
+		}
+		off = end
+	}
+	return nil
 }
 
 // process is the processing goroutine.
