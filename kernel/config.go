@@ -37,6 +37,12 @@ const (
 // ErrClosed is returned by an Installer's methods after Close.
 var ErrClosed = errors.New("kernel: installer closed")
 
+// ErrTableInUse is returned by New when another installer in the same
+// network namespace already installs into one of the mapped tables. Two
+// installers cannot share a table: each would take the other's routes for
+// its own.
+var ErrTableInUse = errors.New("kernel: routing table in use by another installer")
+
 // ErrNotSupported is returned by New on systems other than Linux.
 var ErrNotSupported = errors.New("kernel: installing routes is only supported on Linux")
 

@@ -24,9 +24,6 @@ const (
 	roundSize = 8192
 	// linkSettle lets a burst of link events pass before reconciling.
 	linkSettle = 100 * time.Millisecond
-	// nexthopIDBase is where our nexthop object ids start; ids taken by
-	// others are skipped, see allocID.
-	nexthopIDBase = 0x4d420000
 )
 
 // Installer keeps Linux routing tables in line with the routes it is told
@@ -39,6 +36,12 @@ type Installer struct {
 	tables []uint32 // mapped tables, sorted, each once
 	ns     netns.NsHandle
 	handle *netlink.Handle
+	locks  []int // sockets claiming our tables, see lockTables
+
+	// Nexthop ids: our block (if hasBlock) and where allocID looks.
+	block    idRange
+	hasBlock bool
+	idRanges []idRange
 
 	kick      chan struct{} // capacity 1: the desired state changed
 	closing   chan struct{} // closed by Close
@@ -78,18 +81,22 @@ type Installer struct {
 	installed map[key]*nhObject // what we put into the kernel
 	objs      map[string]*nhObject
 	byID      map[uint32]*nhObject
-	foreign   map[uint32]struct{} // nexthop ids in use by others
-	nextID    uint32
+	foreign   map[uint32]struct{}    // nexthop ids in use, not by us
+	nextID    uint32                 // where allocID looks next
 	gc        map[*nhObject]struct{} // objects whose refs dropped to 0
 	retry     map[key]*retryState
 	minDue    time.Time // earliest due of a retry not yet queued
 	b         batch
 }
 
-// New checks the device and the privilege to change routes and returns an
-// Installer ready for Run. The routes carrying our protocol in the mapped
-// tables, and the nexthop objects carrying it, are adopted (see
+// New claims the mapped tables in the network namespace, checks the device
+// and the privilege to change routes, and returns an Installer ready for
+// Run. It fails with ErrTableInUse if another installer (in this or another
+// process) holds one of the tables. The routes carrying our protocol in the
+// mapped tables, and the nexthop objects they use, are adopted (see
 // Config.AdoptGrace and Synced) or, with a negative AdoptGrace, removed.
+// Routes and nexthop objects of other installers are left alone; see
+// docs/kernel.md, "Several installers on one host".
 func New(cfg Config) (*Installer, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
@@ -108,7 +115,6 @@ func New(cfg Config) (*Installer, error) {
 		objs:      make(map[string]*nhObject),
 		byID:      make(map[uint32]*nhObject),
 		foreign:   make(map[uint32]struct{}),
-		nextID:    nexthopIDBase,
 		gc:        make(map[*nhObject]struct{}),
 		retry:     make(map[key]*retryState),
 	}
@@ -117,6 +123,7 @@ func New(cfg Config) (*Installer, error) {
 	}
 	slices.Sort(i.tables)
 	i.tables = slices.Compact(i.tables)
+	i.setIDRanges()
 	if err := i.open(); err != nil {
 		i.release()
 		return nil, err
@@ -158,6 +165,9 @@ func (i *Installer) open() error {
 	} else if i.handle, err = netlink.NewHandle(); err != nil {
 		return fmt.Errorf("kernel: netlink: %w", err)
 	}
+	if err := i.lockTables(); err != nil {
+		return err
+	}
 	link, err := i.handle.LinkByName(i.cfg.Device)
 	if err != nil {
 		if errors.As(err, &netlink.LinkNotFoundError{}) {
@@ -198,6 +208,7 @@ func (i *Installer) checkPrivilege() error {
 
 // release closes what open opened.
 func (i *Installer) release() {
+	i.unlockTables()
 	if i.c != nil {
 		i.c.close()
 		i.c = nil

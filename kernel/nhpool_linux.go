@@ -27,6 +27,10 @@ type nhObject struct {
 	// device, other weights, a duplicate): never handed out by acquire,
 	// kept only while routes point at it.
 	stray bool
+	// adopted marks an object New found (not created by this process).
+	// Another installer may use it too (after its tables were split
+	// between installers), so it is deleted only if unusedElsewhere.
+	adopted bool
 }
 
 // unknownObj stands for a kernel route of ours that points to something we
@@ -88,11 +92,17 @@ func (i *Installer) createBatch(objs []*nhObject) {
 		return
 	}
 	i.b.reset()
+	sent := objs[:0:0]
 	for _, o := range objs {
 		if o.id == 0 {
-			o.id = i.allocID()
+			if o.id = i.allocID(); o.id == 0 {
+				i.failures.Add(1)
+				o.err = errors.New("no free nexthop object id")
+				continue
+			}
 			i.byID[o.id] = o
 		}
+		sent = append(sent, o)
 		if len(o.members) == 0 {
 			i.b.newNexthop(o.id, i.ifindex, o.addrs[0], i.proto, false)
 			continue
@@ -104,7 +114,7 @@ func (i *Installer) createBatch(objs []*nhObject) {
 		i.b.newGroup(o.id, ids, i.proto, false)
 	}
 	errs, err := i.c.exec(&i.b)
-	for n, o := range objs {
+	for n, o := range sent {
 		e := err
 		if e == nil {
 			e = errs[n]
@@ -117,7 +127,8 @@ func (i *Installer) createBatch(objs []*nhObject) {
 		o.err = e
 		if errors.Is(e, unix.EEXIST) {
 			// Someone else holds the id: take another next time. If the
-			// holder is a leftover of ours, reconciliation removes it.
+			// holder is a leftover of ours in our block, reconciliation
+			// removes it.
 			i.foreign[o.id] = struct{}{}
 			delete(i.byID, o.id)
 			o.id = 0
@@ -125,15 +136,17 @@ func (i *Installer) createBatch(objs []*nhObject) {
 	}
 }
 
-// allocID returns a nexthop id that is neither ours nor known to be used by
-// someone else.
+// allocID returns a nexthop id that is neither ours nor known to be in
+// use, from our block first, then from the shared range; 0 if all are
+// taken.
 func (i *Installer) allocID() uint32 {
-	for {
+	total := 0
+	for _, r := range i.idRanges {
+		total += int(r.last-r.first) + 1
+	}
+	for range total {
 		id := i.nextID
-		i.nextID++
-		if i.nextID == 0 {
-			i.nextID = 1
-		}
+		i.nextID = i.nextInRanges(id)
 		if _, ok := i.byID[id]; ok {
 			continue
 		}
@@ -142,6 +155,20 @@ func (i *Installer) allocID() uint32 {
 		}
 		return id
 	}
+	return 0
+}
+
+// nextInRanges returns the id after id in idRanges, wrapping around.
+func (i *Installer) nextInRanges(id uint32) uint32 {
+	for n, r := range i.idRanges {
+		if r.has(id) {
+			if id < r.last {
+				return id + 1
+			}
+			return i.idRanges[(n+1)%len(i.idRanges)].first
+		}
+	}
+	return i.idRanges[0].first
 }
 
 // objKey is the identity of the object for addrs: their bytes in order.
@@ -200,41 +227,77 @@ func (i *Installer) forget(o *nhObject) {
 // they hold references on their members.
 func (i *Installer) collectGarbage() {
 	for pass := 0; pass < 2 && len(i.gc) > 0; pass++ {
-		i.b.reset()
-		var del []*nhObject
-		for o := range i.gc {
-			if o.refs != 0 {
-				delete(i.gc, o)
-				continue
-			}
-			if (pass == 0) != (len(o.members) > 0) {
-				continue
-			}
-			if !o.created {
-				i.forget(o)
-				continue
-			}
-			i.b.deleteNexthop(o.id)
+		i.collectPass(pass == 0)
+	}
+}
+
+// collectPass deletes the unused groups, or the unused singles. An adopted
+// object that another installer still uses is forgotten instead.
+func (i *Installer) collectPass(groups bool) {
+	var del, adopted []*nhObject
+	for o := range i.gc {
+		switch {
+		case o.refs != 0:
+			delete(i.gc, o)
+		case groups != (len(o.members) > 0):
+		case !o.created:
+			i.forget(o)
+		case o.adopted:
+			adopted = append(adopted, o)
+		default:
 			del = append(del, o)
 		}
-		if len(del) == 0 {
-			continue
+	}
+	if len(adopted) > 0 {
+		free, err := i.freeAdopted(adopted)
+		if err != nil {
+			// They stay in gc for the next round.
+			i.log.Warn("cannot check whether adopted nexthop objects are used elsewhere", "err", err)
 		}
-		errs, err := i.c.exec(&i.b)
-		for n, o := range del {
-			e := err
-			if e == nil {
-				e = errs[n]
-			}
-			if e == nil || gone(e) {
+		for _, o := range adopted {
+			if _, ok := free[o.id]; ok {
+				del = append(del, o)
+			} else if err == nil {
+				i.log.Info("adopted nexthop object is used by another installer; left in place", "id", o.id)
 				i.forget(o)
-				continue
 			}
-			// Stays in gc for the next round; reconciliation would also
-			// find it.
-			i.log.Warn("cannot delete unused nexthop object", "id", o.id, "err", e)
 		}
 	}
+	if len(del) == 0 {
+		return
+	}
+	i.b.reset()
+	for _, o := range del {
+		i.b.deleteNexthop(o.id)
+	}
+	errs, err := i.c.exec(&i.b)
+	for n, o := range del {
+		e := err
+		if e == nil {
+			e = errs[n]
+		}
+		if e == nil || gone(e) {
+			i.forget(o)
+			continue
+		}
+		// Stays in gc for the next round; reconciliation would also
+		// find it.
+		i.log.Warn("cannot delete unused nexthop object", "id", o.id, "err", e)
+	}
+}
+
+// freeAdopted returns the ids of those adopted objects that no one else
+// uses (see unusedElsewhere).
+func (i *Installer) freeAdopted(objs []*nhObject) (map[uint32]struct{}, error) {
+	knh, err := i.dumpNexthops()
+	if err != nil {
+		return nil, err
+	}
+	cands := make(map[uint32]struct{}, len(objs))
+	for _, o := range objs {
+		cands[o.id] = struct{}{}
+	}
+	return i.unusedElsewhere(cands, knh)
 }
 
 // deleteNexthops deletes the kernel nexthop objects that match: groups

@@ -13,7 +13,7 @@ import (
 
 // reconcile compares the kernel with what we installed and repairs the
 // difference: missing or altered nexthop objects and routes are queued for
-// reinstallation, foreign-looking objects of ours are deleted. Called with
+// reinstallation, leftover objects in our id block are deleted. Called with
 // ioMu held; the apply rounds that follow do the reinstalling.
 func (i *Installer) reconcile() {
 	if err := i.reconcileOnce(); err != nil {
@@ -28,16 +28,34 @@ func (i *Installer) reconcileOnce() error {
 	if err != nil {
 		return err
 	}
+	repairs := i.reconcileObjects(knh)
+	repairs += i.deleteLeftovers(knh)
 	clear(i.foreign)
-	for id, kn := range knh {
-		if kn.proto != i.proto {
+	for id := range knh {
+		if _, ok := i.byID[id]; !ok {
 			i.foreign[id] = struct{}{}
 		}
 	}
-	repairs := 0
+	// Routes: dumped after the objects were put right, as deleting an
+	// object also deletes the routes through it.
+	n, err := i.reconcileRoutes()
+	if err != nil {
+		return err
+	}
+	repairs += n
+	if repairs > 0 {
+		i.repairs.Add(uint64(repairs))
+		i.log.Info("reconciliation found drift", "repairs", repairs)
+	}
+	i.publish()
+	return nil
+}
 
-	// Objects: a missing one is recreated by the next apply round; an
-	// altered one is put right in place.
+// reconcileObjects compares our objects with the kernel's: a missing one is
+// recreated by the next apply round, an altered one is put right in place.
+// It returns the number of repairs.
+func (i *Installer) reconcileObjects(knh map[uint32]kernelNexthop) int {
+	repairs := 0
 	var fix []*nhObject
 	for id, o := range i.byID {
 		if !o.created {
@@ -57,43 +75,72 @@ func (i *Installer) reconcileOnce() error {
 		}
 		repairs++
 	}
+	if len(fix) == 0 {
+		return repairs
+	}
 	slices.SortFunc(fix, func(a, b *nhObject) int { return len(a.members) - len(b.members) }) // singles first
-	if len(fix) > 0 {
-		i.b.reset()
-		for _, o := range fix {
-			if len(o.members) == 0 {
-				i.b.newNexthop(o.id, i.ifindex, o.addrs[0], i.proto, true)
-				continue
-			}
-			ids := make([]uint32, len(o.members))
-			for n, m := range o.members {
-				ids[n] = m.id
-			}
-			i.b.newGroup(o.id, ids, i.proto, true)
+	i.b.reset()
+	for _, o := range fix {
+		if len(o.members) == 0 {
+			i.b.newNexthop(o.id, i.ifindex, o.addrs[0], i.proto, true)
+			continue
 		}
-		errs, err := i.c.exec(&i.b)
-		for n, o := range fix {
-			if err != nil || errs[n] != nil {
-				o.created = false // routes through it get queued below
-			}
+		ids := make([]uint32, len(o.members))
+		for n, m := range o.members {
+			ids[n] = m.id
+		}
+		i.b.newGroup(o.id, ids, i.proto, true)
+	}
+	errs, err := i.c.exec(&i.b)
+	for n, o := range fix {
+		if err != nil || errs[n] != nil {
+			o.created = false // routes through it get queued by reconcileRoutes
 		}
 	}
-	// Objects of ours that we do not know (leftovers, lost answers).
-	n, err := i.deleteNexthops(knh, func(kn kernelNexthop) bool {
-		_, known := i.byID[kn.id]
-		return kn.proto == i.proto && !known
-	})
-	repairs += n
-	if err != nil {
-		i.log.Warn("cannot delete unknown nexthop object", "err", err)
-	}
+	return repairs
+}
 
-	// Routes: dumped after the objects were put right, as deleting an
-	// object also deletes the routes through it.
+// deleteLeftovers deletes the objects of our protocol in our id block that
+// we do not know (left by an earlier process of ours, or created although
+// the kernel's answer was lost) and no one else uses. Objects outside our
+// block are never deleted here: they may be another installer's, created
+// an instant before the route that will use them.
+func (i *Installer) deleteLeftovers(knh map[uint32]kernelNexthop) int {
+	cands := make(map[uint32]struct{})
+	for id, kn := range knh {
+		if _, known := i.byID[id]; !known && kn.proto == i.proto && i.inBlock(id) {
+			cands[id] = struct{}{}
+		}
+	}
+	if len(cands) == 0 {
+		return 0
+	}
+	free, err := i.unusedElsewhere(cands, knh)
+	if err != nil {
+		i.log.Warn("cannot check leftover nexthop objects", "err", err)
+		return 0
+	}
+	n, err := i.deleteNexthops(knh, func(kn kernelNexthop) bool {
+		_, ok := free[kn.id]
+		return ok
+	})
+	if err != nil {
+		i.log.Warn("cannot delete leftover nexthop object", "err", err)
+	}
+	for id := range free {
+		delete(knh, id) // gone, not foreign
+	}
+	return n
+}
+
+// reconcileRoutes compares our routes with the kernel's and queues the
+// ones that differ. It returns the number of repairs.
+func (i *Installer) reconcileRoutes() (int, error) {
 	kr, err := i.dumpRoutes()
 	if err != nil {
-		return err
+		return 0, err
 	}
+	repairs := 0
 	var dirty []key
 	for k, o := range i.installed {
 		nhid, ok := kr[k]
@@ -128,12 +175,7 @@ func (i *Installer) reconcileOnce() error {
 		}
 	}
 	i.markDirty(dirty)
-	if repairs > 0 {
-		i.repairs.Add(uint64(repairs))
-		i.log.Info("reconciliation found drift", "repairs", repairs)
-	}
-	i.publish()
-	return nil
+	return repairs, nil
 }
 
 func (i *Installer) matches(o *nhObject, kn kernelNexthop) bool {
