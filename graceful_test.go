@@ -1,6 +1,7 @@
 package metalbond_test
 
 import (
+	"context"
 	"net"
 	"testing"
 	"time"
@@ -8,6 +9,7 @@ import (
 	"github.com/metalbond/metalbond"
 	"github.com/metalbond/metalbond/internal/testinstall"
 	"github.com/metalbond/metalbond/internal/testport"
+	"github.com/metalbond/metalbond/internal/wire"
 	"github.com/metalbond/metalbond/route"
 )
 
@@ -152,4 +154,55 @@ func TestLostServerRoutesDropWhenAnotherIsSynced(t *testing.T) {
 	// Server 2 is established and synced and does not have the route: it
 	// goes at once, not after the 60 s graceful restart time.
 	sub.inst.WaitRoutes(t, nil)
+}
+
+// TestGracefulRestartZeroIsDefault: in ClientConfig, GracefulRestart 0
+// means DefaultGracefulRestart (the HELLO asks for 60 s), and only
+// GracefulRestartOff turns the extensions off (a plain v1 HELLO). The
+// command line's --graceful-restart 0 maps to GracefulRestartOff.
+func TestGracefulRestartZeroIsDefault(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		gr       time.Duration
+		features bool
+		seconds  uint32
+	}{
+		{"zero", 0, true, uint32(metalbond.DefaultGracefulRestart / time.Second)},
+		{"off", metalbond.GracefulRestartOff, false, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			c, err := metalbond.NewClient(metalbond.ClientConfig{Servers: []string{ln.Addr().String()}, GracefulRestart: tc.gr, Name: "hv"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- c.Run(ctx) }()
+			defer func() {
+				cancel()
+				<-done
+			}()
+			conn, err := ln.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			m, err := wire.NewReader(conn).ReadMessage()
+			if err != nil {
+				t.Fatal(err)
+			}
+			h, ok := m.(wire.Hello)
+			if !ok {
+				t.Fatalf("first message %T, want HELLO", m)
+			}
+			if (h.Features != 0) != tc.features || h.GracefulRestart != tc.seconds {
+				t.Errorf("HELLO %+v: want features %v, graceful restart %d s", h, tc.features, tc.seconds)
+			}
+		})
+	}
 }
