@@ -8,6 +8,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/vishvananda/netlink"
 )
 
 // Run applies changes to the kernel until ctx is done or Close is called,
@@ -33,32 +35,53 @@ func (i *Installer) Run(ctx context.Context) error {
 		i.mu.Unlock()
 		i.runWG.Done()
 	}()
-
 	links, stopLinks := i.subscribeLinks()
 	defer stopLinks()
+	t := i.newRunTimers()
+	defer t.stop()
+	i.loop(ctx, t, links)
+	return nil
+}
 
-	var tick <-chan time.Time
+// runTimers are the timers Run selects on; each channel is nil when
+// unused.
+type runTimers struct {
+	tick   <-chan time.Time // periodic reconciliation
+	grace  <-chan time.Time // end of adoption
+	retry  *time.Timer      // the earliest retry
+	settle *time.Timer      // a burst of link events has passed
+	stops  []func() bool
+}
+
+func (i *Installer) newRunTimers() *runTimers {
+	t := &runTimers{retry: time.NewTimer(time.Hour), settle: time.NewTimer(time.Hour)}
+	t.retry.Stop()
+	t.settle.Stop()
+	t.stops = append(t.stops, t.retry.Stop, t.settle.Stop)
 	if d := i.cfg.ReconcileInterval; d > 0 {
-		t := time.NewTicker(d)
-		defer t.Stop()
-		tick = t.C
+		tk := time.NewTicker(d)
+		t.tick = tk.C
+		t.stops = append(t.stops, func() bool { tk.Stop(); return true })
 	}
-	var grace <-chan time.Time
 	i.mu.Lock()
 	adopting, until := i.adopting, i.adoptUntil
 	i.mu.Unlock()
 	if adopting {
-		t := time.NewTimer(time.Until(until))
-		defer t.Stop()
-		grace = t.C
+		g := time.NewTimer(time.Until(until))
+		t.grace = g.C
+		t.stops = append(t.stops, g.Stop)
 	}
-	retryTimer := time.NewTimer(time.Hour)
-	retryTimer.Stop()
-	defer retryTimer.Stop()
-	settle := time.NewTimer(time.Hour)
-	settle.Stop()
-	defer settle.Stop()
+	return t
+}
 
+func (t *runTimers) stop() {
+	for _, f := range t.stops {
+		f()
+	}
+}
+
+// loop is Run's body: apply, then wait for the next reason to look again.
+func (i *Installer) loop(ctx context.Context, t *runTimers, links <-chan netlink.LinkUpdate) {
 	stopped := func() bool {
 		select {
 		case <-ctx.Done():
@@ -81,21 +104,21 @@ func (i *Installer) Run(ctx context.Context) error {
 			more = i.applyRound()
 		}
 		if !i.minDue.IsZero() {
-			retryTimer.Reset(time.Until(i.minDue))
+			t.retry.Reset(time.Until(i.minDue))
 		}
 		i.ioMu.Unlock()
 
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case <-i.closing:
-			return nil
+			return
 		case <-i.kick:
-		case <-retryTimer.C:
-		case <-tick:
+		case <-t.retry.C:
+		case <-t.tick:
 			reconcile = true
-		case <-grace:
-			grace = nil
+		case <-t.grace:
+			t.grace = nil
 			i.endAdoption("grace time expired")
 		case u, ok := <-links:
 			if !ok {
@@ -104,9 +127,9 @@ func (i *Installer) Run(ctx context.Context) error {
 				continue
 			}
 			if i.linkEvent(u) {
-				settle.Reset(linkSettle)
+				t.settle.Reset(linkSettle)
 			}
-		case <-settle.C:
+		case <-t.settle.C:
 			i.ioMu.Lock()
 			i.resetBackoff()
 			i.ioMu.Unlock()
