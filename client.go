@@ -734,7 +734,9 @@ func (c *Client) Routes(vni route.VNI) []RouteInfo {
 }
 
 // Peers returns a snapshot of the client's server sessions, in the order of
-// ClientConfig.Servers.
+// ClientConfig.Servers. A server's Routes counts the routes received from
+// it that the client holds: from its current session, and from earlier
+// sessions whose routes are kept for graceful restart (or GracePeriod).
 func (c *Client) Peers() []PeerInfo {
 	subs := c.Subscriptions()
 	out := make([]PeerInfo, 0, len(c.conns))
@@ -745,9 +747,27 @@ func (c *Client) Peers() []PeerInfo {
 		} else {
 			pi.State = session.State(cc.state.Load()).String()
 		}
+		pi.Routes = c.recv.CountSources(c.sources(cc)...)
 		out = append(out, pi)
 	}
 	return out
+}
+
+// sources returns the IDs of the sessions of cc whose routes the client
+// may hold: the current (or last) one and the kept earlier ones.
+func (c *Client) sources(cc *clientConn) []routetable.SourceID {
+	var ids []routetable.SourceID
+	if id := cc.id.Load(); id != 0 {
+		ids = append(ids, routetable.SourceID(id))
+	}
+	c.mu.Lock()
+	for _, ss := range cc.stale {
+		if !slices.Contains(ids, ss.id) {
+			ids = append(ids, ss.id)
+		}
+	}
+	c.mu.Unlock()
+	return ids
 }
 
 // ClientStats are counters of a Client.

@@ -206,3 +206,64 @@ func TestGracefulRestartZeroIsDefault(t *testing.T) {
 		})
 	}
 }
+
+// TestPeerRoutesAcrossServerRestart: a client counts, per server, the
+// routes it holds from it (PeerInfo.Routes: /api/v1/peers, the page,
+// metalbond_peer_routes), across two restarts of the server: while the
+// routes are kept from the ended session, while both the kept session and
+// the new one hold them (each route counted once), and after the resync.
+func TestPeerRoutesAcrossServerRestart(t *testing.T) {
+	ln, err := net.Listen("tcp", testport.Free(t, "127.0.0.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	srv := serveOn(t, ln, metalbond.ServerConfig{SyncDelay: metalbond.NoSyncDelay})
+	sub := startClient(t, []string{addr})
+	sub.subscribe(t, 40)
+	a := startClient(t, []string{addr})
+	routes := manyRoutes(40, 3, "2001:db8::1")
+	a.announce(t, routes...)
+	sub.inst.WaitRoutes(t, routes)
+	peerRoutes := func() int { return sub.Peers()[0].Routes }
+	if n := peerRoutes(); n != 3 {
+		t.Fatalf("before the restart: peer routes = %d, want 3", n)
+	}
+
+	// Down: the routes are kept from the ended session.
+	stopServer(srv)
+	waitFor(t, func() bool { return sub.Peers()[0].State != "ESTABLISHED" })
+	if n := peerRoutes(); n != 3 {
+		t.Errorf("server down, routes kept: peer routes = %d, want 3", n)
+	}
+
+	// Back, holding END_OF_SYNC: the kept session and the new one both
+	// hold every route.
+	srv = serveOn(t, relisten(t, addr), metalbond.ServerConfig{SyncDelay: time.Hour})
+	heldBy := func(n int) bool {
+		rs := sub.Routes(40)
+		for _, r := range rs {
+			if len(r.Peers) != n {
+				return false
+			}
+		}
+		return len(rs) == 3
+	}
+	waitFor(t, func() bool { return heldBy(2) })
+	if n := peerRoutes(); n != 3 {
+		t.Errorf("routes held by the kept and the new session: peer routes = %d, want 3", n)
+	}
+
+	// Again, now without holding END_OF_SYNC: the client resyncs and the
+	// routes are held by the new session alone.
+	stopServer(srv)
+	serveOn(t, relisten(t, addr), metalbond.ServerConfig{SyncDelay: metalbond.NoSyncDelay})
+	waitFor(t, func() bool {
+		p := sub.Peers()[0]
+		rs := sub.Routes(40)
+		return heldBy(1) && rs[0].Peers[0] == p.ID && p.State == "ESTABLISHED"
+	})
+	if n := peerRoutes(); n != 3 {
+		t.Errorf("after the resync: peer routes = %d, want 3", n)
+	}
+}

@@ -33,6 +33,8 @@ type PeerInfo struct {
 	// a server, ours on a client.
 	Subscriptions []route.VNI
 	// Routes is the number of routes the peer currently announces to us.
+	// On a client it includes the routes of the server's earlier sessions
+	// that are still kept (graceful restart, ClientConfig.GracePeriod).
 	Routes int
 	// UpdatesReceived and UpdatesSent count UPDATE messages.
 	UpdatesReceived, UpdatesSent uint64
