@@ -103,15 +103,7 @@ func (i *Installer) createBatch(objs []*nhObject) {
 			i.byID[o.id] = o
 		}
 		sent = append(sent, o)
-		if len(o.members) == 0 {
-			i.b.newNexthop(o.id, i.ifindex, o.addrs[0], i.proto, false)
-			continue
-		}
-		ids := make([]uint32, len(o.members))
-		for n, m := range o.members {
-			ids[n] = m.id
-		}
-		i.b.newGroup(o.id, ids, i.proto, false)
+		i.appendObject(o, false)
 	}
 	errs, err := i.c.exec(&i.b)
 	for n, o := range sent {
@@ -134,6 +126,20 @@ func (i *Installer) createBatch(objs []*nhObject) {
 			o.id = 0
 		}
 	}
+}
+
+// appendObject appends the creation (or, with replace, the replacement) of
+// o to the batch.
+func (i *Installer) appendObject(o *nhObject, replace bool) {
+	if len(o.members) == 0 {
+		i.b.newNexthop(o.id, i.ifindex, o.addrs[0], i.proto, replace)
+		return
+	}
+	ids := make([]uint32, len(o.members))
+	for n, m := range o.members {
+		ids[n] = m.id
+	}
+	i.b.newGroup(o.id, ids, i.proto, replace)
 }
 
 // allocID returns a nexthop id that is neither ours nor known to be in

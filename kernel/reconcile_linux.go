@@ -81,15 +81,7 @@ func (i *Installer) reconcileObjects(knh map[uint32]kernelNexthop) int {
 	slices.SortFunc(fix, func(a, b *nhObject) int { return len(a.members) - len(b.members) }) // singles first
 	i.b.reset()
 	for _, o := range fix {
-		if len(o.members) == 0 {
-			i.b.newNexthop(o.id, i.ifindex, o.addrs[0], i.proto, true)
-			continue
-		}
-		ids := make([]uint32, len(o.members))
-		for n, m := range o.members {
-			ids[n] = m.id
-		}
-		i.b.newGroup(o.id, ids, i.proto, true)
+		i.appendObject(o, true)
 	}
 	errs, err := i.c.exec(&i.b)
 	for n, o := range fix {
