@@ -38,8 +38,12 @@ type ClientConfig struct {
 	// routes when its session ends (a restart or a network blip), for
 	// servers that negotiate graceful restart. It also bounds how long the
 	// client keeps a vanished server's routes when GracePeriod is zero and
-	// the server negotiated graceful restart. Default 60s; negative turns
-	// the extensions off (the client then speaks plain v1, byte for byte).
+	// the server negotiated graceful restart.
+	//
+	// Zero means DefaultGracefulRestart (60s), not off. To turn the
+	// extensions off (the client then speaks plain v1, byte for byte), use
+	// GracefulRestartOff (any negative value): the command line's
+	// --graceful-restart 0 is GracefulRestartOff here.
 	GracefulRestart time.Duration
 	// Name identifies this client to servers across reconnects and
 	// restarts (for graceful restart). Default the host name.
@@ -399,6 +403,9 @@ func (c *Client) Withdraw(ctx context.Context, r route.Route) error {
 
 func (c *Client) changeAnnouncement(ctx context.Context, r route.Route, add bool) error {
 	if err := r.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidRoute, err)
+	}
+	if err := r.NextHop.ValidateUnderlay(); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidRoute, err)
 	}
 	action := wire.ActionAdd

@@ -52,11 +52,16 @@ const (
 	limitRoutesPerPeer
 	limitRoutesPerVNI
 	limitSubscriptionsPerPeer
+	// refusedNexthopNotIPv6 is not a limit: an UPDATE whose nexthop is
+	// not an IPv6 address (route.NextHop.ValidateUnderlay) is refused
+	// the same way, ignored and counted, with the session kept up.
+	refusedNexthopNotIPv6
 	numLimitKinds
 )
 
 var limitNames = [numLimitKinds]string{
 	"connections", "connections_per_ip", "routes_per_peer", "routes_per_vni", "subscriptions_per_peer",
+	"nexthop_not_ipv6",
 }
 
 func (k limitKind) String() string { return limitNames[k] }
@@ -79,9 +84,15 @@ func (s *Server) refuse(log *slog.Logger, kind limitKind, args ...any) {
 		r.last[kind] = now
 	}
 	r.mu.Unlock()
-	if due {
-		log.Warn("refused: limit reached", append([]any{"limit", kind.String(), "refusals", n}, args...)...)
+	if !due {
+		return
 	}
+	if kind == refusedNexthopNotIPv6 {
+		log.Warn("update refused: nexthop is not an IPv6 address (the underlay is IPv6)",
+			append([]any{"refusals", n}, args...)...)
+		return
+	}
+	log.Warn("refused: limit reached", append([]any{"limit", kind.String(), "refusals", n}, args...)...)
 }
 
 // admit applies the connection limits to a new connection. On success the

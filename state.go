@@ -36,6 +36,8 @@ type PeerInfo struct {
 	// a server, ours on a client.
 	Subscriptions []route.VNI
 	// Routes is the number of routes the peer currently announces to us.
+	// On a client it includes the routes of the server's earlier sessions
+	// that are still kept (graceful restart, ClientConfig.GracePeriod).
 	Routes int
 	// UpdatesReceived and UpdatesSent count UPDATE messages.
 	UpdatesReceived, UpdatesSent uint64
@@ -118,7 +120,9 @@ type ServerStats struct {
 	AuthRefusedSessions, AuthRefusedMessages uint64
 	// Refused counts connections and messages refused by Limits, by limit:
 	// connections, connections_per_ip, routes_per_peer, routes_per_vni,
-	// subscriptions_per_peer.
+	// subscriptions_per_peer; and UPDATEs refused because their nexthop is
+	// not an IPv6 address: nexthop_not_ipv6 (the session stays up, as for
+	// a limit).
 	Refused map[string]uint64
 	// StaleRoutes is the number of routes currently kept for peers in
 	// graceful restart.

@@ -225,6 +225,9 @@ func TestServerMetrics(t *testing.T) {
 	if got := g.series("metalbond_protocol_errors_total"); len(got) != len(protocolErrorKinds) {
 		t.Errorf("protocol error kinds: %v", got)
 	}
+	if got := g.series("metalbond_refused_total"); len(got) != 6 || g.value(t, "metalbond_refused_total", "reason=nexthop_not_ipv6") != 0 {
+		t.Errorf("refusal reasons: %v", got)
+	}
 	if got := g.series("metalbond_peer_routes"); len(got) != 2 {
 		t.Errorf("peer_routes series: %v", got)
 	}
@@ -239,7 +242,7 @@ func TestServerMetrics(t *testing.T) {
 // checkLabels enforces bounded cardinality: no route-level labels.
 func checkLabels(t *testing.T, g gathered) {
 	t.Helper()
-	allowed := map[string]bool{"state": true, "direction": true, "vni": true, "type": true, "kind": true, "peer": true, "version": true, "role": true, "server": true}
+	allowed := map[string]bool{"state": true, "direction": true, "vni": true, "type": true, "kind": true, "reason": true, "peer": true, "version": true, "role": true, "server": true}
 	for name, mf := range g {
 		if !strings.HasPrefix(name, "metalbond_") {
 			continue
