@@ -354,7 +354,7 @@ func TestHelp(t *testing.T) {
 			t.Errorf("client --help does not explain %s", flag)
 		}
 	}
-	if !strings.Contains(out, "TABLE 254 is the main table") {
+	if !strings.Contains(out, "TABLE 254 (or 0) is the main table") {
 		t.Error("client --help does not say what installing into the main table means")
 	}
 }
