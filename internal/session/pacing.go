@@ -221,7 +221,7 @@ func (p *paceParams) decide(st *paceState, s sample, w waiting, now time.Time) d
 		st.grow += dA
 		st.peak = s.Wnd
 		st.slack = 0
-	case s.Wnd >= st.peak-p.OpenSlack:
+	case s.Wnd >= st.peak-p.openSlack(st.peak):
 		st.slack = 0
 	default:
 		// Bytes acknowledged without the window shrinking as much may
@@ -313,6 +313,13 @@ func (p *paceParams) allow(st *paceState, s sample, w waiting, backlog int, now 
 	gap := min(p.ProbeAfter<<min(st.probes, 10), p.ProbeMaxGap)
 	switch {
 	case room >= w.Next && room >= min(limit, p.MinChunk):
+		if room < limit && room >= 2*p.MinChunk {
+			// The writer will wait after this: leave it in two
+			// segments. A receiver that takes one small segment may
+			// acknowledge it only when its delayed-ACK timer fires;
+			// after two it acknowledges as soon as it has read them.
+			return room / 2, false
+		}
 		return min(limit, room), false
 	case s.Outq == 0 && now.Sub(st.lastAt) >= gap && backlog+probeSize <= p.Target+p.ProbeSlack:
 		// Everything is acknowledged and nothing moves: the window may
@@ -321,6 +328,12 @@ func (p *paceParams) allow(st *paceState, s sample, w waiting, backlog int, now 
 	}
 	return 0, false
 }
+
+// openSlack is how far below the largest window a window still counts as
+// open: OpenSlack, or a sixteenth of a large window (a receiver whose
+// buffer has grown to megabytes moves its window by more than a few
+// kilobytes for reasons of its own, such as the truesize of small segments).
+func (p *paceParams) openSlack(peak int) int { return max(p.OpenSlack, peak/16) }
 
 // wrote records that n bytes were written after a decision that allowed
 // them.
