@@ -38,10 +38,10 @@ package session
 //   - grow: bytes acknowledged while the window grows past anything seen
 //     (after receive-buffer autotuning a Linux receiver grows its window and
 //     acknowledges at once with every arrival) count as unread and are
-//     released at the conservative GrowRate, or at half the rate at which
-//     the peer was seen to read while its window told (ReadRateWindow),
-//     when that is lower: while the window grows it cannot show a reader
-//     that falls behind.
+//     released at the conservative GrowRate, or at half the highest rate
+//     at which the peer was seen to read while its window told
+//     (ReadRateWindow), when that is lower: while the window grows it
+//     cannot show a reader that falls behind.
 //
 // The writer writes while written − read is below Target. When everything
 // is acknowledged and nothing moves, the window may be stale — a receiver
@@ -162,8 +162,10 @@ type paceState struct {
 	slack   int64 // bytes acknowledged without a matching shrink of the window
 	grow    int64 // bytes acknowledged while the window grew
 
-	// The peer's read rate, measured over ReadRateWindow intervals in which
-	// the writer waited for it and the window told (no growth).
+	// The peer's read rate: the highest measured over ReadRateWindow
+	// intervals in which the writer waited for it and the window told (no
+	// growth). A lower measurement says more about what the writer sent
+	// than about the reader.
 	rate       float64 // bytes per second; zero: not measured yet
 	rateAt     time.Time
 	rateRead   int64 // read at rateAt
@@ -275,12 +277,7 @@ func (p *paceParams) measureRate(st *paceState, now time.Time) {
 		return
 	}
 	if st.rateWaited {
-		r := float64(st.read-st.rateRead) / dt.Seconds()
-		if st.rate == 0 {
-			st.rate = r
-		} else {
-			st.rate = (st.rate + r) / 2
-		}
+		st.rate = max(st.rate, float64(st.read-st.rateRead)/dt.Seconds())
 	}
 	st.rateAt, st.rateRead, st.rateWaited = now, st.read, false
 }
