@@ -20,7 +20,8 @@
 //     behind the reader blocks and unread bytes pile up in the kernel;
 //   - it accepts KEEPALIVE at any time once established and, as a server,
 //     answers each with a KEEPALIVE; it writes one message per write call;
-//     2.5 keepalive intervals of silence end the session.
+//     2.5 keepalive intervals without a KEEPALIVE end the session, however
+//     many other messages arrive meanwhile.
 //
 // Every failure ends Run with an error wrapping one of the sentinels below:
 // where the deployed implementation resets a session, the emulation stops,
@@ -60,7 +61,7 @@ var (
 	ErrUnknownType = errors.New("unknown message type: reading stopped")
 	// ErrDecode: a message body did not decode.
 	ErrDecode = errors.New("message did not decode")
-	// ErrHold: no message for 2.5 keepalive intervals.
+	// ErrHold: no KEEPALIVE for 2.5 keepalive intervals.
 	ErrHold = errors.New("keepalive timer expired")
 	// ErrProtocol: a message that the session does not allow.
 	ErrProtocol = errors.New("unexpected message")
@@ -105,7 +106,7 @@ type Peer struct {
 	changed chan struct{}
 
 	stopped   atomic.Value // error: why the reader stopped reading without closing
-	lastMsg   atomic.Int64 // unix nanoseconds of the last message read
+	lastKA    atomic.Int64 // unix nanoseconds of the last HELLO or KEEPALIVE read
 	keepalive atomic.Int64 // agreed interval in nanoseconds, once known
 }
 
@@ -168,7 +169,7 @@ func (p *Peer) run(ctx context.Context, handle func(t wire.Type, body []byte) er
 	defer cancel(nil)
 	stop := context.AfterFunc(ctx, func() { p.conn.Close() })
 	defer stop()
-	p.lastMsg.Store(time.Now().UnixNano())
+	p.lastKA.Store(time.Now().UnixNano())
 
 	updates := make(chan item, QueueSlots)
 	control := make(chan item)
@@ -212,7 +213,9 @@ func (p *Peer) read(ctx context.Context, updates, control chan<- item) error {
 			l := int(binary.BigEndian.Uint16(buf[off+1:]))
 			t := wire.Type(buf[off+3])
 			end := off + wire.HeaderLen + l
-			p.lastMsg.Store(time.Now().UnixNano())
+			if t == wire.TypeKeepalive || t == wire.TypeHello {
+				p.lastKA.Store(time.Now().UnixNano())
+			}
 			p.Stats.Messages.Add(1)
 			it := item{t: t, body: append([]byte(nil), buf[off+wire.HeaderLen:end]...)}
 			off = end
@@ -296,7 +299,8 @@ func later(a, b time.Time) time.Time {
 	return b
 }
 
-// hold ends the session after 2.5 keepalive intervals without a message.
+// hold ends the session after 2.5 keepalive intervals without a KEEPALIVE,
+// whatever else arrives: the deployed peer's timer is fed by keepalives.
 func (p *Peer) hold(ctx context.Context) error {
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
@@ -309,8 +313,8 @@ func (p *Peer) hold(ctx context.Context) error {
 			if ka == 0 {
 				ka = p.cfg.Keepalive
 			}
-			if silent := now.Sub(time.Unix(0, p.lastMsg.Load())); silent > ka*5/2 {
-				err := fmt.Errorf("%w: nothing for %v (interval %v)", ErrHold, silent.Round(time.Millisecond), ka)
+			if silent := now.Sub(time.Unix(0, p.lastKA.Load())); silent > ka*5/2 {
+				err := fmt.Errorf("%w: no KEEPALIVE for %v (interval %v)", ErrHold, silent.Round(time.Millisecond), ka)
 				if why, ok := p.stopped.Load().(error); ok {
 					err = errors.Join(why, err)
 				}
