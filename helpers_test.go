@@ -65,6 +65,20 @@ func serveOn(t testing.TB, ln net.Listener, cfg metalbond.ServerConfig) *metalbo
 	return srv
 }
 
+// waitSubscribers waits until srv has handled n subscriptions to vni:
+// a client is ready once its session is up, before its SUBSCRIBE arrives.
+func waitSubscribers(t testing.TB, srv *metalbond.Server, vni route.VNI, n int) {
+	t.Helper()
+	waitFor(t, func() bool {
+		for _, v := range srv.VNIs() {
+			if v.VNI == vni {
+				return v.Subscribers == n
+			}
+		}
+		return n == 0
+	})
+}
+
 var clientSeq atomic.Int64
 
 var (
