@@ -37,10 +37,10 @@ func TestGracefulRestartOfServer(t *testing.T) {
 	start := time.Now()
 	ln = relisten(t, addr)
 	serveOn(t, ln, cfg)
+	// WaitRoutes gives up after 10 s, long before the end of the graceful
+	// restart time would remove the route: it goes with the resync.
 	sub.inst.WaitRoutes(t, []route.Route{kept})
-	if d := time.Since(start); d > 10*time.Second {
-		t.Errorf("stale route removed after %v, want at the resync", d)
-	}
+	t.Logf("stale route removed %v after the restart", time.Since(start))
 	adds, removes, problems := sub.inst.Counts()
 	if adds != 2 || removes != 1 || len(problems) > 0 {
 		t.Fatalf("installer saw %d adds, %d removes (%v), want 2 and 1: no flap", adds, removes, problems)
