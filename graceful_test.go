@@ -109,9 +109,9 @@ func TestSyncNotifier(t *testing.T) {
 	waitFor(t, func() bool { return len(srv.Routes(43))+len(srv.Routes(44)) == 520 })
 
 	sr := syncRecorder{Recorder: testinstall.New(), syncedWith: make(chan int, 2)}
-	sub := startClient(t, []string{addr}, func(c *metalbond.ClientConfig) { c.Installer = sr })
-	sub.subscribe(t, 43)
-	sub.subscribe(t, 44)
+	// Subscribed to both before it connects: subscribing after the start
+	// would let the session come up, and VNI 43 sync, before it asks for 44.
+	startSubscribed(t, []string{addr}, []route.VNI{43, 44}, func(c *metalbond.ClientConfig) { c.Installer = sr })
 	select {
 	case n := <-sr.syncedWith:
 		if n != 520 {

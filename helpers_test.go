@@ -106,6 +106,15 @@ type testClient struct {
 
 func startClient(t testing.TB, servers []string, mod ...func(*metalbond.ClientConfig)) *testClient {
 	t.Helper()
+	return startSubscribed(t, servers, nil, mod...)
+}
+
+// startSubscribed starts a client subscribed to vnis before it runs, so that
+// its first session asks for all of them at once. Subscribing after the
+// start lets a session come up, and its first table arrive, between two
+// subscriptions.
+func startSubscribed(t testing.TB, servers []string, vnis []route.VNI, mod ...func(*metalbond.ClientConfig)) *testClient {
+	t.Helper()
 	rec := testinstall.New()
 	cfg := metalbond.ClientConfig{
 		Servers:   servers,
@@ -122,6 +131,11 @@ func startClient(t testing.TB, servers []string, mod ...func(*metalbond.ClientCo
 	c, err := metalbond.NewClient(cfg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, vni := range vnis {
+		if err := c.Subscribe(context.Background(), vni); err != nil {
+			t.Fatal(err)
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
