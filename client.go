@@ -87,6 +87,10 @@ type Client struct {
 	// subscribed VNI (SyncNotifier).
 	everSynced bool
 
+	// staleTimers counts the stale sessions' timers that have not been
+	// stopped: their callbacks may still run. Run waits for them.
+	staleTimers sync.WaitGroup
+
 	installWake chan struct{} // capacity 1
 	ready       chan struct{} // closed when a session is first established
 	readyOnce   sync.Once
@@ -223,7 +227,25 @@ func (c *Client) Run(ctx context.Context) error {
 	}
 	<-ctx.Done()
 	wg.Wait()
+	c.stopStale()
 	return nil
+}
+
+// stopStale stops the timers of stale sessions when Run ends, as the
+// sessions ending with it start them too: their routes stay with the
+// Installer like all others, and no callback runs after Run returned.
+func (c *Client) stopStale() {
+	c.mu.Lock()
+	for _, cc := range c.conns {
+		for _, ss := range cc.stale {
+			if ss.timer.Stop() {
+				c.staleTimers.Done()
+			}
+		}
+		cc.stale = nil
+	}
+	c.mu.Unlock()
+	c.staleTimers.Wait() // callbacks already under way find nothing to do
 }
 
 // WaitReady blocks until a session to at least one server has been
@@ -332,7 +354,9 @@ func (c *Client) sessionDown(cc *clientConn, id routetable.SourceID, keep time.D
 	if keep > 0 && wasUp {
 		ss := &staleSession{id: id, synced: make(map[route.VNI]bool)}
 		cc.stale = append(cc.stale, ss)
+		c.staleTimers.Add(1)
 		ss.timer = time.AfterFunc(keep, func() {
+			defer c.staleTimers.Done()
 			c.mu.Lock()
 			found := cc.removeStale(ss)
 			c.mu.Unlock()
@@ -395,7 +419,9 @@ func (c *Client) synced(cc *clientConn, vni route.VNI) {
 		}
 	}
 	for _, d := range done {
-		d.ss.timer.Stop()
+		if d.ss.timer.Stop() {
+			c.staleTimers.Done()
+		}
 		d.cc.removeStale(d.ss)
 	}
 	notify := !c.everSynced && c.fullySynced(cc)
