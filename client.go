@@ -100,6 +100,10 @@ type Client struct {
 	// subscribed VNI (SyncNotifier).
 	everSynced bool
 
+	// staleTimers counts the stale sessions' timers that have not been
+	// stopped: their callbacks may still run. Run waits for them.
+	staleTimers sync.WaitGroup
+
 	installWake chan struct{} // capacity 1
 	ready       chan struct{} // closed when a session is first established
 	readyOnce   sync.Once
@@ -231,15 +235,31 @@ func (c *Client) Run(ctx context.Context) error {
 	c.mu.Unlock()
 	c.connLoops.Wait()
 	<-installDone
+	c.stopStale()
+	return nil
+}
+
+// stopStale stops the timers of stale sessions when Run ends, as the
+// sessions ending with it start them too: their routes stay with the
+// Installer like all others, and no callback runs after Run returned.
+func (c *Client) stopStale() {
 	c.mu.Lock()
 	for _, cc := range c.conns {
 		for _, ss := range cc.stale {
-			ss.timer.Stop()
+			c.stopStaleTimer(ss)
 		}
 		cc.stale = nil
 	}
 	c.mu.Unlock()
-	return nil
+	c.staleTimers.Wait() // callbacks already under way find nothing to do
+}
+
+// stopStaleTimer stops ss's timer; a callback that had not started yet
+// will not run.
+func (c *Client) stopStaleTimer(ss *staleSession) {
+	if ss.timer.Stop() {
+		c.staleTimers.Done()
+	}
 }
 
 // WaitReady blocks until a session to at least one server has been

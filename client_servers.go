@@ -85,7 +85,7 @@ func (c *Client) RemoveServer(addr string) error {
 	stale := cc.stale
 	cc.stale = nil
 	for _, ss := range stale {
-		ss.timer.Stop()
+		c.stopStaleTimer(ss)
 	}
 	c.mu.Unlock()
 	for _, ss := range stale {

@@ -39,10 +39,10 @@ func TestGracefulRestartOfServer(t *testing.T) {
 	start := time.Now()
 	ln = relisten(t, addr)
 	serveOn(t, ln, cfg)
+	// WaitRoutes gives up after 10 s, long before the end of the graceful
+	// restart time would remove the route: it goes with the resync.
 	sub.inst.WaitRoutes(t, []route.Route{kept})
-	if d := time.Since(start); d > 10*time.Second {
-		t.Errorf("stale route removed after %v, want at the resync", d)
-	}
+	t.Logf("stale route removed %v after the restart", time.Since(start))
 	adds, removes, problems := sub.inst.Counts()
 	if adds != 2 || removes != 1 || len(problems) > 0 {
 		t.Fatalf("installer saw %d adds, %d removes (%v), want 2 and 1: no flap", adds, removes, problems)
@@ -111,9 +111,9 @@ func TestSyncNotifier(t *testing.T) {
 	waitFor(t, func() bool { return len(srv.Routes(43))+len(srv.Routes(44)) == 520 })
 
 	sr := syncRecorder{Recorder: testinstall.New(), syncedWith: make(chan int, 2)}
-	sub := startClient(t, []string{addr}, func(c *metalbond.ClientConfig) { c.Installer = sr })
-	sub.subscribe(t, 43)
-	sub.subscribe(t, 44)
+	// Subscribed to both before it connects: subscribing after the start
+	// would let the session come up, and VNI 43 sync, before it asks for 44.
+	startSubscribed(t, []string{addr}, []route.VNI{43, 44}, func(c *metalbond.ClientConfig) { c.Installer = sr })
 	select {
 	case n := <-sr.syncedWith:
 		if n != 520 {
