@@ -61,7 +61,7 @@ func TestGracefulRestartOfClient(t *testing.T) {
 	// The client restarts and announces only one of its routes: the
 	// server kept its routes meanwhile, and withdraws the other once the
 	// client says it has re-announced everything.
-	a.stop()
+	a.stopForRestart(t)
 	waitFor(t, func() bool { return srv.Stats().StaleRoutes == 2 })
 	a2 := startClient(t, []string{addr}, named)
 	a2.announce(t, kept)
@@ -81,7 +81,7 @@ func TestGracefulRestartTimeExpires(t *testing.T) {
 	r := mustRoute(t, "42#10.42.0.0/16#2001:db8::1")
 	a.announce(t, r)
 	sub.inst.WaitRoutes(t, []route.Route{r})
-	a.stop()
+	a.stopForRestart(t)
 	waitFor(t, func() bool { return srv.Stats().StaleRoutes == 1 })
 	// The client does not come back: its routes go after the server's
 	// graceful restart time (1 s here, shorter than the client's 60 s ask).

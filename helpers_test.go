@@ -123,6 +123,16 @@ func startClient(t testing.TB, servers []string, mod ...func(*metalbond.ClientCo
 	return tc
 }
 
+// restart stops the client as for a restart: its routes stay on the
+// servers (StopForRestart).
+func (c *testClient) stopForRestart(t testing.TB) {
+	t.Helper()
+	if err := c.StopForRestart(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	c.stop()
+}
+
 func (c *testClient) mustReady(t testing.TB) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
