@@ -268,3 +268,43 @@ func (w *notificationWatch) done(t *testing.T) (n int, first string, firstAt tim
 	}
 	return w.n, w.first, w.firstAt
 }
+
+// TestUnnamedClientsOnOneHost runs clients without --name on one host, as
+// the README's example does: they are not taken for one another, and a
+// restarted one is recognised. b1 stops for a restart (its route is kept);
+// a new, different client b3 starts and does not release it; b1 comes back
+// and does.
+func TestUnnamedClientsOnOneHost(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, serverOpts{keepalive: 2, gracefulRestart: time.Minute})
+	servers := []string{srv.addr}
+	x := mustRoutes(t, "25#10.25.1.0/24#2001:db8::1")
+	y := mustRoutes(t, "25#10.25.2.0/24#2001:db8::2")
+	z := mustRoutes(t, "25#10.25.3.0/24#2001:db8::3")
+	b1 := startClient(t, clientOpts{name: "b1", unnamed: true, servers: servers, routes: x})
+	startClient(t, clientOpts{name: "b2", unnamed: true, servers: servers, routes: y})
+	waitRoutes(t, "server", srv.http, newRouteSet(x, y), 30*time.Second)
+
+	if err := b1.signal(syscall.SIGUSR1, 15*time.Second); err != nil {
+		t.Fatalf("SIGUSR1: %v", err)
+	}
+	waitLog(t, srv.proc, "keeping routes for graceful restart", 10*time.Second)
+	startClient(t, clientOpts{name: "b3", unnamed: true, servers: servers, routes: z})
+	waitRoutes(t, "server", srv.http, newRouteSet(x, y, z), 30*time.Second)
+	before := strings.Count(srv.logText(), "graceful restart complete")
+
+	b1.restart()
+	waitLog(t, srv.proc, "graceful restart complete", 30*time.Second)
+	checkRoutes(t, "server", srv.http, newRouteSet(x, y, z))
+	log := srv.logText()
+	if before != 0 || strings.Count(log, "graceful restart complete") != 1 {
+		t.Errorf("stale routes released %d times before b1 came back (want 0) and %d in all (want 1): another client was taken for b1",
+			before, strings.Count(log, "graceful restart complete"))
+	}
+	for _, bad := range []string{"same name", "graceful restart time expired"} {
+		if strings.Contains(log, bad) {
+			t.Errorf("server log says %q:\n%s", bad, srv.logTail(30))
+		}
+	}
+	logf(t, "three unnamed clients on one host kept apart; b1 recognised after its restart")
+}
