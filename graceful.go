@@ -19,6 +19,10 @@ type stalePeer struct {
 	announced map[route.VNI]*vniState
 	timer     *time.Timer
 	log       *slog.Logger
+	// name, remote and until are for Peers: the peer's HELLO name, the
+	// address of its ended session, and when its routes go.
+	name, remote string
+	until        time.Time
 }
 
 // peerKey identifies a peer across reconnects: the name it gives in HELLO,
@@ -63,7 +67,8 @@ func (s *Server) keepStale(p *serverPeer, keep time.Duration) {
 	}
 	h, _ := p.sess.PeerHello()
 	key := p.key()
-	sp := &stalePeer{id: p.id, announced: announced, log: p.log}
+	sp := &stalePeer{id: p.id, announced: announced, log: p.log,
+		name: h.Name, remote: p.sess.RemoteAddr().String(), until: time.Now().Add(keep)}
 	s.staleMu.Lock()
 	s.stale[key] = append(s.stale[key], sp)
 	sp.timer = time.AfterFunc(keep, func() {
@@ -170,4 +175,21 @@ func (s *Server) warnSharedName(p *serverPeer) {
 		p.log.Warn("another connected session has the same name: the two are taken for one client across restarts; give each client its own name",
 			"name", h.Name, "other", other.sess.RemoteAddr().String())
 	}
+}
+
+// stalePeerInfos describes the peers whose routes are held stale, for
+// Peers: state STALE, the routes held and until when.
+func (s *Server) stalePeerInfos() []PeerInfo {
+	s.staleMu.Lock()
+	var all []*stalePeer
+	for _, list := range s.stale {
+		all = append(all, list...)
+	}
+	s.staleMu.Unlock()
+	out := make([]PeerInfo, 0, len(all))
+	for _, sp := range all {
+		out = append(out, PeerInfo{ID: uint32(sp.id), Remote: sp.remote, Direction: "inbound", State: "STALE",
+			Name: sp.name, Routes: countSource(sp.id, sp.announced), StaleUntil: sp.until})
+	}
+	return out
 }

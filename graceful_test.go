@@ -63,10 +63,27 @@ func TestGracefulRestartOfClient(t *testing.T) {
 	// client says it has re-announced everything.
 	a.stopForRestart(t)
 	waitFor(t, func() bool { return srv.Stats().StaleRoutes == 2 })
+	stale := 0
+	for _, p := range srv.Peers() {
+		if p.State == "STALE" {
+			stale++
+			if p.Name != "hv-restarting" || p.Routes != 2 || !p.StaleUntil.After(time.Now()) {
+				t.Errorf("stale peer listed as %q with %d routes until %v, want hv-restarting, 2, in the future", p.Name, p.Routes, p.StaleUntil)
+			}
+		}
+	}
+	if stale != 1 {
+		t.Errorf("Peers lists %d stale peers, want 1", stale)
+	}
 	a2 := startClient(t, []string{addr}, named)
 	a2.announce(t, kept)
 	sub.inst.WaitRoutes(t, []route.Route{kept})
 	waitFor(t, func() bool { return srv.Stats().StaleRoutes == 0 })
+	for _, p := range srv.Peers() {
+		if p.State == "STALE" {
+			t.Errorf("Peers still lists a stale peer after the restart: %+v", p)
+		}
+	}
 	adds, removes, problems := sub.inst.Counts()
 	if adds != 2 || removes != 1 || len(problems) > 0 {
 		t.Fatalf("installer saw %d adds, %d removes (%v), want 2 and 1: no flap", adds, removes, problems)
