@@ -81,6 +81,12 @@ type ClientConfig struct {
 // Subscriptions and announcements are state: calls made before a server is
 // reachable are kept and sent once it is, and everything is sent again after
 // a reconnect. A Client is safe for concurrent use.
+//
+// A Client stops in one of two ways, chosen at the call site: Shutdown (or
+// the end of Run's context) withdraws every route it announced at every
+// server before it disconnects; StopForRestart leaves them with the servers
+// for the graceful restart time, because it is coming back. A crash is
+// taken for a restart.
 type Client struct {
 	cfg ClientConfig
 	log *slog.Logger
