@@ -63,12 +63,29 @@ func TestGracefulRestartOfClient(t *testing.T) {
 	// The client restarts and announces only one of its routes: the
 	// server kept its routes meanwhile, and withdraws the other once the
 	// client says it has re-announced everything.
-	a.stop()
+	a.stopForRestart(t)
 	waitFor(t, func() bool { return srv.Stats().StaleRoutes == 2 })
+	stale := 0
+	for _, p := range srv.Peers() {
+		if p.State == "STALE" {
+			stale++
+			if p.Name != "hv-restarting" || p.Routes != 2 || !p.StaleUntil.After(time.Now()) {
+				t.Errorf("stale peer listed as %q with %d routes until %v, want hv-restarting, 2, in the future", p.Name, p.Routes, p.StaleUntil)
+			}
+		}
+	}
+	if stale != 1 {
+		t.Errorf("Peers lists %d stale peers, want 1", stale)
+	}
 	a2 := startClient(t, []string{addr}, named)
 	a2.announce(t, kept)
 	sub.inst.WaitRoutes(t, []route.Route{kept})
 	waitFor(t, func() bool { return srv.Stats().StaleRoutes == 0 })
+	for _, p := range srv.Peers() {
+		if p.State == "STALE" {
+			t.Errorf("Peers still lists a stale peer after the restart: %+v", p)
+		}
+	}
 	adds, removes, problems := sub.inst.Counts()
 	if adds != 2 || removes != 1 || len(problems) > 0 {
 		t.Fatalf("installer saw %d adds, %d removes (%v), want 2 and 1: no flap", adds, removes, problems)
@@ -83,7 +100,7 @@ func TestGracefulRestartTimeExpires(t *testing.T) {
 	r := mustRoute(t, "42#10.42.0.0/16#2001:db8::1")
 	a.announce(t, r)
 	sub.inst.WaitRoutes(t, []route.Route{r})
-	a.stop()
+	a.stopForRestart(t)
 	waitFor(t, func() bool { return srv.Stats().StaleRoutes == 1 })
 	// The client does not come back: its routes go after the server's
 	// graceful restart time (1 s here, shorter than the client's 60 s ask).

@@ -151,6 +151,16 @@ func startSubscribed(t testing.TB, servers []string, vnis []route.VNI, mod ...fu
 	return tc
 }
 
+// restart stops the client as for a restart: its routes stay on the
+// servers (StopForRestart).
+func (c *testClient) stopForRestart(t testing.TB) {
+	t.Helper()
+	if err := c.StopForRestart(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	c.stop()
+}
+
 func (c *testClient) mustReady(t testing.TB) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

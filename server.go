@@ -377,6 +377,7 @@ func (s *Server) countClose(err error, established bool) {
 func (p *serverPeer) Established(s *session.Session) {
 	in := s.Info()
 	p.log.Info("session established", "keepalive", in.Keepalive)
+	p.srv.warnSharedName(p)
 }
 
 // Handle implements session.Handler: it applies one message of the peer.

@@ -59,6 +59,10 @@ type PeerInfo struct {
 	Paced        bool
 	PacedTime    time.Duration
 	BacklogBytes int
+	// StaleUntil is set, on a server, for a peer whose session ended while
+	// graceful restart was negotiated (State "STALE"): its Routes are held
+	// for its return until then.
+	StaleUntil time.Time
 }
 
 func fillSessionInfo(pi *PeerInfo, sess *session.Session) {
@@ -171,7 +175,9 @@ func (s *Server) Stats() ServerStats {
 	return st
 }
 
-// Peers returns a snapshot of the connected peers, sorted by ID.
+// Peers returns a snapshot of the connected peers, and of the peers whose
+// routes are held for their graceful restart (State "STALE", StaleUntil),
+// sorted by ID.
 func (s *Server) Peers() []PeerInfo {
 	s.mu.RLock()
 	peers := make([]*serverPeer, 0, len(s.peers))
@@ -203,6 +209,7 @@ func (s *Server) Peers() []PeerInfo {
 		slices.Sort(pi.Subscriptions)
 		out = append(out, pi)
 	}
+	out = append(out, s.stalePeerInfos()...)
 	slices.SortFunc(out, func(a, b PeerInfo) int { return int(a.ID) - int(b.ID) })
 	return out
 }

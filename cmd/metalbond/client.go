@@ -74,7 +74,19 @@ func newClientCommand(r runners) *cobra.Command {
 announces the --announce routes to each, subscribes to each --subscribe VNI
 and, for the VNIs mapped with --install-routes, installs the routes it
 receives into Linux routing tables on the --tun device. It reconnects with a
-randomised backoff and runs until SIGINT or SIGTERM.
+randomised backoff and runs until a signal stops it:
+
+  SIGINT, SIGTERM  clean stop: every announced route is withdrawn at every
+                   server (at most 2 s), so subscribers drop them at once.
+  SIGUSR1          stop for a restart: the routes are kept by the servers
+                   for the graceful restart time and the next run under the
+                   same --name takes them over without a flap (the systemd
+                   unit uses it for "systemctl restart").
+
+Servers recognise a restarted client by its --name. The default is the host
+name followed by a digest of the command line, so two clients on one host
+differ and a restart with the same command line is recognised; give --name
+when the command line changes across a restart.
 
 With --tls (or any --tls-* flag) it connects with TLS 1.3 and verifies the
 servers; --tls-cert and --tls-key authenticate it to servers that require
@@ -329,8 +341,18 @@ func runClient(ctx context.Context, cfg clientConfig, log *slog.Logger, _ io.Wri
 		}
 	}
 
+	// Run ends on SIGINT or SIGTERM (ctx: a clean stop that withdraws
+	// every announced route) or on SIGUSR1 (a stop for a restart that
+	// keeps them); everything else ends with it.
+	ctx, endAll := context.WithCancel(ctx)
+	defer endAll()
+	stopRestart := stopForRestartOnSIGUSR1(ctx, c, log)
+	defer stopRestart()
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return c.Run(ctx) })
+	g.Go(func() error {
+		defer endAll()
+		return c.Run(ctx)
+	})
 	g.Go(func() error {
 		reloadOnSIGHUP(ctx, log, reload)
 		return nil

@@ -151,6 +151,8 @@ type Session struct {
 	msgsIn     [7]atomic.Uint64 // by wire.Type
 
 	pacing pacing // writes to plain v1 peers (pacing.go)
+
+	finishing atomic.Bool // set by Finish: no more keepalives
 }
 
 // New prepares a session over conn. Nothing happens until Run.
@@ -354,6 +356,9 @@ func (s *Session) Info() Info {
 }
 
 func (s *Session) sendPrio(m wire.Message) {
+	if _, ok := m.(wire.Keepalive); ok && s.finishing.Load() {
+		return // Finish: nothing may follow the end of stream
+	}
 	frame, err := wire.AppendFrame(nil, m)
 	if err != nil {
 		panic(err) // our own messages are always encodable
