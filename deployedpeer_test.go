@@ -68,11 +68,17 @@ func (p path) setUp(t testing.TB) path {
 // fails or the test ends.
 func deployedSubscriber(t testing.TB, p path, addr string, vni route.VNI, delay time.Duration) (*deployedv1.Peer, <-chan error) {
 	t.Helper()
+	return deployedSubscriberCfg(t, p, addr, vni, deployedv1.Config{Delay: delay, Keepalive: 2 * time.Second})
+}
+
+// deployedSubscriberCfg is deployedSubscriber with the peer's whole Config.
+func deployedSubscriberCfg(t testing.TB, p path, addr string, vni route.VNI, cfg deployedv1.Config) (*deployedv1.Peer, <-chan error) {
+	t.Helper()
 	conn, err := p.dial(context.Background(), "tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	peer := deployedv1.New(conn, deployedv1.Config{Delay: delay, Keepalive: 2 * time.Second})
+	peer := deployedv1.New(conn, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	done, exited := make(chan error, 1), make(chan struct{})
 	go func() {

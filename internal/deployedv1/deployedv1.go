@@ -105,6 +105,8 @@ type Peer struct {
 	// changed is signalled (capacity 1) after every processed UPDATE.
 	changed chan struct{}
 
+	delay atomic.Int64 // processing time of one UPDATE, in nanoseconds
+
 	stopped   atomic.Value // error: why the reader stopped reading without closing
 	lastKA    atomic.Int64 // unix nanoseconds of the last HELLO or KEEPALIVE read
 	keepalive atomic.Int64 // agreed interval in nanoseconds, once known
@@ -116,7 +118,9 @@ func New(conn net.Conn, cfg Config) *Peer {
 	if cfg.Keepalive <= 0 {
 		cfg.Keepalive = 5 * time.Second
 	}
-	return &Peer{conn: conn, cfg: cfg, routes: make(map[route.Route]bool), changed: make(chan struct{}, 1)}
+	p := &Peer{conn: conn, cfg: cfg, routes: make(map[route.Route]bool), changed: make(chan struct{}, 1)}
+	p.delay.Store(int64(cfg.Delay))
+	return p
 }
 
 // Routes returns the routes the peer holds.
@@ -265,6 +269,10 @@ func CheckRead(b []byte) error {
 	return nil
 }
 
+// SetDelay changes the processing time of one UPDATE (Config.Delay) from
+// the next UPDATE on.
+func (p *Peer) SetDelay(d time.Duration) { p.delay.Store(int64(d)) }
+
 // process is the processing goroutine.
 func (p *Peer) process(ctx context.Context, updates, control <-chan item, handle func(wire.Type, []byte) error) error {
 	due := time.Now()
@@ -279,13 +287,14 @@ func (p *Peer) process(ctx context.Context, updates, control <-chan item, handle
 		if err := handle(it.t, it.body); err != nil {
 			return err
 		}
-		if it.t != wire.TypeUpdate || p.cfg.Delay <= 0 {
+		delay := time.Duration(p.delay.Load())
+		if it.t != wire.TypeUpdate || delay <= 0 {
 			continue
 		}
 		// Spend Delay per UPDATE on average: sleeps are coarse, so the
 		// time is kept against a due date rather than slept each time.
 		now := time.Now()
-		due = later(due, now).Add(p.cfg.Delay)
+		due = later(due, now).Add(delay)
 		if d := due.Sub(now); d > time.Millisecond {
 			time.Sleep(d)
 		}
