@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -38,12 +37,27 @@ type ClientConfig struct {
 	// routes when its session ends (a restart or a network blip), for
 	// servers that negotiate graceful restart. It also bounds how long the
 	// client keeps a vanished server's routes when GracePeriod is zero and
-	// the server negotiated graceful restart. Default 60s; negative turns
-	// the extensions off (the client then speaks plain v1, byte for byte).
+	// the server negotiated graceful restart.
+	//
+	// Zero means DefaultGracefulRestart (60s), not off. To turn the
+	// extensions off (the client then speaks plain v1, byte for byte), use
+	// GracefulRestartOff (any negative value): the command line's
+	// --graceful-restart 0 is GracefulRestartOff here.
 	GracefulRestart time.Duration
 	// Name identifies this client to servers across reconnects and
-	// restarts (for graceful restart). Default the host name.
+	// restarts (for graceful restart); at most 255 bytes. The default is
+	// the host name followed by a digest of what tells this client from
+	// another on the same host: the program's command line, the Servers and
+	// how many Clients without a Name the program created before (see
+	// client_name.go). A restart with the same command line keeps it; a
+	// different client on the same host gets another. Set it when the
+	// command line changes across restarts.
 	Name string
+	// StopTimeout bounds how long a clean stop (Shutdown, or the end of
+	// Run's context) waits for the servers to take the withdrawals of
+	// every announced route before it closes the sessions anyway.
+	// Default DefaultStopTimeout (2s).
+	StopTimeout time.Duration
 	// RetryMin and RetryMax bound the randomised delay between connection
 	// attempts to a server. Defaults 500ms and 8s.
 	RetryMin, RetryMax time.Duration
@@ -71,6 +85,12 @@ type ClientConfig struct {
 // Subscriptions and announcements are state: calls made before a server is
 // reachable are kept and sent once it is, and everything is sent again after
 // a reconnect. A Client is safe for concurrent use.
+//
+// A Client stops in one of two ways, chosen at the call site: Shutdown (or
+// the end of Run's context) withdraws every route it announced at every
+// server before it disconnects; StopForRestart leaves them with the servers
+// for the graceful restart time, because it is coming back. A crash is
+// taken for a restart.
 type Client struct {
 	cfg ClientConfig
 	log *slog.Logger
@@ -83,18 +103,32 @@ type Client struct {
 	recv      *routetable.Table // received routes; sources are session IDs
 	installQ  []installOp
 	running   bool
-	// stopped is set when Run's context is done: no server can be added
-	// from then on. runCtx is Run's context while it runs, and connLoops
-	// counts the goroutines of connLoop.
+	// stopped is set when Run begins to stop (its context is done, or
+	// Shutdown or StopForRestart was called): no server can be added, no
+	// session is started and nothing can be announced or withdrawn from
+	// then on. runCtx is the context of the sessions while Run runs (not
+	// Run's: they outlive it for the withdrawals of a clean stop), and
+	// connLoops counts the goroutines of connLoop.
 	stopped   bool
 	runCtx    context.Context
 	connLoops sync.WaitGroup
+	// stopRequested and stopHow record the first call of Shutdown or
+	// StopForRestart; stopReq is closed then. runDone is closed when Run
+	// returns.
+	stopRequested bool
+	stopHow       int
+	stopReq       chan struct{}
+	runDone       chan struct{}
 	// installClosed is set when the installer goroutine has ended: nothing
 	// queued from then on would be applied.
 	installClosed bool
 	// everSynced is set once a server has sent the full table of every
 	// subscribed VNI (SyncNotifier).
 	everSynced bool
+
+	// staleTimers counts the stale sessions' timers that have not been
+	// stopped: their callbacks may still run. Run waits for them.
+	staleTimers sync.WaitGroup
 
 	installWake chan struct{} // capacity 1
 	ready       chan struct{} // closed when a session is first established
@@ -175,10 +209,10 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		cfg.GracefulRestart = DefaultGracefulRestart
 	}
 	if cfg.Name == "" {
-		cfg.Name, _ = os.Hostname()
-		if len(cfg.Name) > maxName {
-			cfg.Name = cfg.Name[:maxName]
-		}
+		cfg.Name = defaultName(cfg.Servers)
+	}
+	if cfg.StopTimeout <= 0 {
+		cfg.StopTimeout = DefaultStopTimeout
 	}
 	c := &Client{
 		cfg:         cfg,
@@ -189,6 +223,8 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		recv:        routetable.New(),
 		installWake: make(chan struct{}, 1),
 		ready:       make(chan struct{}),
+		stopReq:     make(chan struct{}),
+		runDone:     make(chan struct{}),
 	}
 	for _, addr := range cfg.Servers {
 		c.conns = append(c.conns, newClientConn(addr))
@@ -197,48 +233,91 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 }
 
 // Run connects to every server and keeps the sessions up, reconnecting with
-// a jittered backoff, until ctx is done. It then closes the sessions and
-// returns nil. Routes already given to the Installer are left there (the
-// kernel installer removes its routes on request, see its Cleanup); changes
-// not yet given to it are dropped, and an Installer that implements
+// a jittered backoff, until ctx is done or Shutdown or StopForRestart is
+// called. It then stops and returns nil.
+//
+// When ctx is done, Run stops as Shutdown does: it withdraws every
+// announced route at every server (bounded by ClientConfig.StopTimeout)
+// before it closes the sessions. To stop without withdrawing, because the
+// client is coming back, call StopForRestart.
+//
+// Routes already given to the Installer are left there (the kernel
+// installer removes its routes on request, see its Cleanup); changes not
+// yet given to it are dropped, and an Installer that implements
 // StopNotifier is told. When Run returns, every session and the installer
 // goroutine have ended, and the Installer is not called again.
 // Run may be called only once.
 func (c *Client) Run(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	// The sessions outlive ctx: a clean stop still sends on them.
+	loopCtx, stopLoops := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopLoops()
 	c.mu.Lock()
 	if c.running {
 		c.mu.Unlock()
 		return errors.New("client already running")
 	}
+	defer close(c.runDone)
 	c.running = true
-	c.runCtx = ctx
-	for _, cc := range c.conns {
-		c.startConnLocked(cc)
+	c.runCtx = loopCtx
+	if !c.stopRequested {
+		for _, cc := range c.conns {
+			c.startConnLocked(cc)
+		}
 	}
 	c.mu.Unlock()
 
 	installDone := make(chan struct{})
 	go func() {
 		defer close(installDone)
-		c.installLoop(ctx)
+		c.installLoop(loopCtx)
 	}()
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case <-c.stopReq:
+	}
 	c.mu.Lock()
 	c.stopped = true // no connLoop starts after this
+	how := c.stopHow
 	c.mu.Unlock()
+	if how == stopWithdraw {
+		c.withdrawAll()
+	} else {
+		c.log.Info("stopping for a restart: servers keep the routes for the graceful restart time", "routes", c.announcedCount())
+	}
+	stopLoops()
 	c.connLoops.Wait()
 	<-installDone
+	c.stopStale()
+	return nil
+}
+
+// stopStale stops the timers of stale sessions when Run ends, as the
+// sessions ending with it start them too: their routes stay with the
+// Installer like all others, and no callback runs after Run returned.
+func (c *Client) stopStale() {
 	c.mu.Lock()
 	for _, cc := range c.conns {
 		for _, ss := range cc.stale {
-			ss.timer.Stop()
+			c.stopStaleTimer(ss)
 		}
 		cc.stale = nil
 	}
 	c.mu.Unlock()
-	return nil
+	c.staleTimers.Wait() // callbacks already under way find nothing to do
+}
+
+// stopStaleTimer stops ss's timer; a callback that had not started yet
+// will not run.
+func (c *Client) stopStaleTimer(ss *staleSession) {
+	if ss.timer.Stop() {
+		c.staleTimers.Done()
+	}
+}
+
+func (c *Client) announcedCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.announced)
 }
 
 // WaitReady blocks until a session to at least one server has been
@@ -278,6 +357,11 @@ func (h *clientHandler) Established(s *session.Session) {
 	c.mu.Lock()
 	h.cc.established = true
 	h.cc.syncedVNIs = make(map[route.VNI]bool)
+	if c.stopped {
+		// Stopping: announcing now would leave the routes behind.
+		c.mu.Unlock()
+		return
+	}
 	subs, routes := len(c.subs), len(c.announced)
 	s.SendFunc(func(b []byte) ([]byte, int) {
 		for vni := range c.subs {
@@ -389,13 +473,28 @@ func (c *Client) Unsubscribe(ctx context.Context, vni route.VNI) error {
 }
 
 // Announce announces r to every server, now and after every reconnect.
-// Announcing a route twice is harmless. When a server's send queue is full,
-// Announce waits for it to drain (back-pressure) until ctx is done.
+// Announcing a route twice is harmless.
+//
+// Announce returns nil once it has accepted r: r is queued to every
+// established session and is sent to every server whose session starts
+// later, until Withdraw. Nothing that happens to ctx afterwards undoes that.
+// ctx only bounds the wait when a server's send queue is full
+// (back-pressure): Announce then returns nil when ctx is done, the route
+// being accepted all the same. Announce accepts nothing and returns an
+// error for an invalid route, when ctx is already done, and with ErrClosed
+// once the client is stopping (Shutdown, StopForRestart, or the end of
+// Run's context).
 func (c *Client) Announce(ctx context.Context, r route.Route) error {
 	return c.changeAnnouncement(ctx, r, true)
 }
 
-// Withdraw withdraws a route announced with Announce.
+// Withdraw withdraws a route announced with Announce. Its guarantee is
+// Announce's: when it returns nil the REMOVE is queued to every established
+// session, and a later clean stop (Shutdown or the end of Run's context)
+// sends it before it closes the sessions, whatever happens to ctx. It
+// returns an error, withdrawing nothing, for an invalid route, when ctx is
+// already done, and with ErrClosed once the client is stopping; the clean
+// stop itself withdraws every route still announced.
 func (c *Client) Withdraw(ctx context.Context, r route.Route) error {
 	return c.changeAnnouncement(ctx, r, false)
 }
@@ -404,13 +503,23 @@ func (c *Client) changeAnnouncement(ctx context.Context, r route.Route, add bool
 	if err := r.Validate(); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidRoute, err)
 	}
+	if err := r.NextHop.ValidateUnderlay(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidRoute, err)
+	}
 	action := wire.ActionAdd
 	if !add {
 		action = wire.ActionRemove
 	}
 	frame := wire.AppendUpdate(nil, action, r)
 	key := vniPrefix{r.VNI, r.Prefix}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	c.mu.Lock()
+	if c.stopped || c.stopRequested {
+		c.mu.Unlock()
+		return ErrClosed
+	}
 	_, exists := c.announced[r]
 	if exists == add {
 		c.mu.Unlock()
@@ -430,7 +539,7 @@ func (c *Client) changeAnnouncement(ctx context.Context, r route.Route, add bool
 	for _, s := range congested {
 		s.WaitWritable(ctx, time.Minute)
 	}
-	return ctx.Err()
+	return nil // accepted, whatever ctx does now
 }
 
 // sendLocked sends frame on every established session and returns those

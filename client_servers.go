@@ -85,7 +85,7 @@ func (c *Client) RemoveServer(addr string) error {
 	stale := cc.stale
 	cc.stale = nil
 	for _, ss := range stale {
-		ss.timer.Stop()
+		c.stopStaleTimer(ss)
 	}
 	c.mu.Unlock()
 	for _, ss := range stale {
@@ -118,7 +118,7 @@ func (c *Client) startConnLocked(cc *clientConn) {
 func (c *Client) connLoop(ctx context.Context, cc *clientConn) {
 	log := c.log.With("peer", cc.addr)
 	delay := c.cfg.RetryMin
-	for ctx.Err() == nil {
+	for ctx.Err() == nil && !c.isStopped() {
 		cc.state.Store(uint32(session.StateConnecting))
 		conn, err := c.cfg.Dial(ctx, "tcp", cc.addr)
 		if err == nil {
@@ -145,7 +145,7 @@ func (c *Client) connLoop(ctx context.Context, cc *clientConn) {
 			err = sess.Run(ctx)
 			wasUp := c.sessionDown(cc, id, c.keepTime(sess))
 			cc.sess.Store(nil)
-			if ctx.Err() != nil {
+			if ctx.Err() != nil || c.isStopped() {
 				break
 			}
 			log.Info("session down", "err", err)

@@ -3,6 +3,7 @@ package metalbond
 import (
 	"slices"
 
+	"github.com/metalbond/metalbond/internal/routetable"
 	"github.com/metalbond/metalbond/internal/session"
 	"github.com/metalbond/metalbond/route"
 )
@@ -63,7 +64,10 @@ func (c *Client) Routes(vni route.VNI) []RouteInfo {
 }
 
 // Peers returns a snapshot of the client's server sessions, in the order of
-// ClientConfig.Servers followed by those added with AddServer.
+// ClientConfig.Servers followed by those added with AddServer. A server's
+// Routes counts the routes received from it that the client holds: from
+// its current session, and from earlier sessions whose routes are kept for
+// graceful restart (or GracePeriod).
 func (c *Client) Peers() []PeerInfo {
 	subs := c.Subscriptions()
 	c.mu.Lock()
@@ -77,9 +81,27 @@ func (c *Client) Peers() []PeerInfo {
 		} else {
 			pi.State = session.State(cc.state.Load()).String()
 		}
+		pi.Routes = c.recv.CountSources(c.sources(cc)...)
 		out = append(out, pi)
 	}
 	return out
+}
+
+// sources returns the IDs of the sessions of cc whose routes the client
+// may hold: the current (or last) one and the kept earlier ones.
+func (c *Client) sources(cc *clientConn) []routetable.SourceID {
+	var ids []routetable.SourceID
+	if id := cc.id.Load(); id != 0 {
+		ids = append(ids, routetable.SourceID(id))
+	}
+	c.mu.Lock()
+	for _, ss := range cc.stale {
+		if !slices.Contains(ids, ss.id) {
+			ids = append(ids, ss.id)
+		}
+	}
+	c.mu.Unlock()
+	return ids
 }
 
 // ClientStats are counters of a Client.

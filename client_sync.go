@@ -36,7 +36,9 @@ func (c *Client) sessionDown(cc *clientConn, id routetable.SourceID, keep time.D
 	if keep > 0 && wasUp {
 		ss := &staleSession{id: id, synced: make(map[route.VNI]bool)}
 		cc.stale = append(cc.stale, ss)
+		c.staleTimers.Add(1)
 		ss.timer = time.AfterFunc(keep, func() {
+			defer c.staleTimers.Done()
 			c.mu.Lock()
 			found := cc.removeStale(ss)
 			c.mu.Unlock()
@@ -99,7 +101,7 @@ func (c *Client) synced(cc *clientConn, vni route.VNI) {
 		}
 	}
 	for _, d := range done {
-		d.ss.timer.Stop()
+		c.stopStaleTimer(d.ss)
 		d.cc.removeStale(d.ss)
 	}
 	notify := !c.everSynced && c.fullySynced(cc)

@@ -70,6 +70,9 @@ func (e *ExternalSource) change(r route.Route, a wire.Action) error {
 	if err := r.Validate(); err != nil {
 		return err
 	}
+	if err := r.NextHop.ValidateUnderlay(); err != nil {
+		return err // as a server refuses it from a peer
+	}
 	e.mu.Lock()
 	st := e.vnis[r.VNI]
 	if st != nil {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/metalbond/metalbond/internal/routetable"
+	"github.com/metalbond/metalbond/internal/session"
 	"github.com/metalbond/metalbond/internal/wire"
 	"github.com/metalbond/metalbond/route"
 )
@@ -19,6 +20,10 @@ type stalePeer struct {
 	announced map[route.VNI]*vniState
 	timer     *time.Timer
 	log       *slog.Logger
+	// name, remote and until are for Peers: the peer's HELLO name, the
+	// address of its ended session, and when its routes go.
+	name, remote string
+	until        time.Time
 }
 
 // peerKey identifies a peer across reconnects: the name it gives in HELLO,
@@ -58,9 +63,13 @@ func (s *Server) keepStale(p *serverPeer, keep time.Duration) {
 	announced := p.announced
 	p.announced = map[route.VNI]*vniState{}
 	p.mu.Unlock()
+	if countSource(p.id, announced) == 0 {
+		return // a clean stop withdrew everything: nothing to keep
+	}
 	h, _ := p.sess.PeerHello()
 	key := p.key()
-	sp := &stalePeer{id: p.id, announced: announced, log: p.log}
+	sp := &stalePeer{id: p.id, announced: announced, log: p.log,
+		name: h.Name, remote: p.sess.RemoteAddr().String(), until: time.Now().Add(keep)}
 	s.staleMu.Lock()
 	s.stale[key] = append(s.stale[key], sp)
 	sp.timer = time.AfterFunc(keep, func() {
@@ -128,11 +137,7 @@ func (s *Server) StaleRoutes() int {
 	s.staleMu.Unlock()
 	n := 0
 	for _, sp := range all {
-		for _, st := range sp.announced {
-			st.mu.Lock()
-			n += st.routes.SourceLen(sp.id)
-			st.mu.Unlock()
-		}
+		n += countSource(sp.id, sp.announced)
 	}
 	return n
 }
@@ -216,4 +221,57 @@ func (s *Server) staleAlive(key string) map[routetable.SourceID]bool {
 		alive[sp.id] = true
 	}
 	return alive
+}
+
+// countSource returns the number of routes id holds in vnis.
+func countSource(id routetable.SourceID, vnis map[route.VNI]*vniState) int {
+	n := 0
+	for _, st := range vnis {
+		st.mu.Lock()
+		n += st.routes.SourceLen(id)
+		st.mu.Unlock()
+	}
+	return n
+}
+
+// warnSharedName logs when p, which names itself for graceful restart,
+// shares its name and address with another connected peer: the two are
+// taken for one client, and the graceful restart of one would release the
+// routes of the other. Two clients on one host need different names.
+func (s *Server) warnSharedName(p *serverPeer) {
+	h, _ := p.sess.PeerHello()
+	if h.Name == "" || p.sess.Negotiated()&wire.FeatureGracefulRestart == 0 {
+		return
+	}
+	key := p.key()
+	s.mu.RLock()
+	var other *serverPeer
+	for o := range s.peers {
+		if o != p && o.sess.State() == session.StateEstablished && o.key() == key {
+			other = o
+			break
+		}
+	}
+	s.mu.RUnlock()
+	if other != nil {
+		p.log.Warn("another connected session has the same name: the two are taken for one client across restarts; give each client its own name",
+			"name", h.Name, "other", other.sess.RemoteAddr().String())
+	}
+}
+
+// stalePeerInfos describes the peers whose routes are held stale, for
+// Peers: state STALE, the routes held and until when.
+func (s *Server) stalePeerInfos() []PeerInfo {
+	s.staleMu.Lock()
+	var all []*stalePeer
+	for _, list := range s.stale {
+		all = append(all, list...)
+	}
+	s.staleMu.Unlock()
+	out := make([]PeerInfo, 0, len(all))
+	for _, sp := range all {
+		out = append(out, PeerInfo{ID: uint32(sp.id), Remote: sp.remote, Direction: "inbound", State: "STALE",
+			Name: sp.name, Routes: countSource(sp.id, sp.announced), StaleUntil: sp.until})
+	}
+	return out
 }

@@ -65,6 +65,20 @@ func serveOn(t testing.TB, ln net.Listener, cfg metalbond.ServerConfig) *metalbo
 	return srv
 }
 
+// waitSubscribers waits until srv has handled n subscriptions to vni:
+// a client is ready once its session is up, before its SUBSCRIBE arrives.
+func waitSubscribers(t testing.TB, srv *metalbond.Server, vni route.VNI, n int) {
+	t.Helper()
+	waitFor(t, func() bool {
+		for _, v := range srv.VNIs() {
+			if v.VNI == vni {
+				return v.Subscribers == n
+			}
+		}
+		return n == 0
+	})
+}
+
 var clientSeq atomic.Int64
 
 var (
@@ -92,6 +106,15 @@ type testClient struct {
 
 func startClient(t testing.TB, servers []string, mod ...func(*metalbond.ClientConfig)) *testClient {
 	t.Helper()
+	return startSubscribed(t, servers, nil, mod...)
+}
+
+// startSubscribed starts a client subscribed to vnis before it runs, so that
+// its first session asks for all of them at once. Subscribing after the
+// start lets a session come up, and its first table arrive, between two
+// subscriptions.
+func startSubscribed(t testing.TB, servers []string, vnis []route.VNI, mod ...func(*metalbond.ClientConfig)) *testClient {
+	t.Helper()
 	rec := testinstall.New()
 	cfg := metalbond.ClientConfig{
 		Servers:   servers,
@@ -109,6 +132,11 @@ func startClient(t testing.TB, servers []string, mod ...func(*metalbond.ClientCo
 	if err != nil {
 		t.Fatal(err)
 	}
+	for _, vni := range vnis {
+		if err := c.Subscribe(context.Background(), vni); err != nil {
+			t.Fatal(err)
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -121,6 +149,16 @@ func startClient(t testing.TB, servers []string, mod ...func(*metalbond.ClientCo
 	tc := &testClient{Client: c, inst: rec, stop: func() { once.Do(func() { cancel(); <-done }) }}
 	t.Cleanup(tc.stop)
 	return tc
+}
+
+// restart stops the client as for a restart: its routes stay on the
+// servers (StopForRestart).
+func (c *testClient) stopForRestart(t testing.TB) {
+	t.Helper()
+	if err := c.StopForRestart(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	c.stop()
 }
 
 func (c *testClient) mustReady(t testing.TB) {

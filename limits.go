@@ -103,12 +103,16 @@ const (
 	limitRoutesPerVNI
 	limitSubscriptionsPerPeer
 	limitVNIsPerPeer
+	// refusedNexthopNotIPv6 is not a limit: an UPDATE whose nexthop is
+	// not an IPv6 address (route.NextHop.ValidateUnderlay) is refused
+	// the same way, ignored and counted, with the session kept up.
+	refusedNexthopNotIPv6
 	numLimitKinds
 )
 
 var limitNames = [numLimitKinds]string{
 	"connections", "connections_per_ip", "routes_per_peer", "routes_per_vni", "subscriptions_per_peer",
-	"vnis_per_peer",
+	"vnis_per_peer", "nexthop_not_ipv6",
 }
 
 func (k limitKind) String() string { return limitNames[k] }

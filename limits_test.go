@@ -1,7 +1,10 @@
 package metalbond_test
 
 import (
+	"context"
+	"errors"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -63,5 +66,47 @@ func TestRouteAndSubscriptionLimits(t *testing.T) {
 	p.expectSilence(t, 50*time.Millisecond)
 	if len(srv.Peers()) != 2 {
 		t.Fatal("a limit closed a session")
+	}
+}
+
+// TestIPv4NexthopRefused: the underlay is IPv6, so the server refuses an
+// UPDATE whose nexthop is an IPv4 (or IPv4-mapped) address, as it refuses
+// an update over a limit: ignored, counted, session kept. The client
+// library refuses to announce one.
+func TestIPv4NexthopRefused(t *testing.T) {
+	srv, addr := startServer(t, metalbond.ServerConfig{})
+	p := dialRaw(t, addr)
+	bad := []route.Route{mustRoute(t, "23#10.0.90.0/24#10.1.1.1"), mustRoute(t, "23#10.0.91.0/24#::ffff:10.1.1.1")}
+	good := mustRoute(t, "23#10.0.92.0/24#2001:db8::1")
+	for _, r := range bad {
+		p.send(wire.Update{Action: wire.ActionAdd, Route: r})
+	}
+	p.send(wire.Update{Action: wire.ActionRemove, Route: bad[0]})
+	p.send(wire.Update{Action: wire.ActionAdd, Route: good})
+	// Updates of a session are handled in order: once the good one is
+	// held, the bad ones were handled.
+	waitFor(t, func() bool { return len(srv.Routes(23)) == 1 })
+	if got := srv.Routes(23)[0].Route; got != good {
+		t.Errorf("server holds %s, want only %s", got, good)
+	}
+	if n := srv.Stats().Refused["nexthop_not_ipv6"]; n != 3 {
+		t.Errorf("refused nexthop_not_ipv6 = %d, want 3", n)
+	}
+	if n := srv.Stats().ProtocolErrors["invalid"]; n != 0 {
+		t.Errorf("protocol errors invalid = %d, want 0", n)
+	}
+	if len(srv.Peers()) != 1 {
+		t.Error("the refusal closed the session")
+	}
+
+	c, err := metalbond.NewClient(metalbond.ClientConfig{Servers: []string{addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range bad {
+		err := c.Announce(context.Background(), r)
+		if !errors.Is(err, metalbond.ErrInvalidRoute) || !strings.Contains(err.Error(), "the underlay is IPv6") {
+			t.Errorf("Announce(%s) = %v, want ErrInvalidRoute: the underlay is IPv6", r, err)
+		}
 	}
 }

@@ -81,6 +81,11 @@ func (l *logLimiter) log(log *slog.Logger, level slog.Level, kind logKind, msg s
 // limited per peer.
 func (p *serverPeer) refuse(kind limitKind, args ...any) {
 	n := p.srv.refusals.counts[kind].add()
+	if kind == refusedNexthopNotIPv6 {
+		p.logs.log(p.log, slog.LevelWarn, logKind(kind), "update refused: nexthop is not an IPv6 address (the underlay is IPv6)",
+			append([]any{"refusals", n}, args...)...)
+		return
+	}
 	p.logs.log(p.log, slog.LevelWarn, logKind(kind), "refused: limit reached",
 		append([]any{"limit", kind.String(), "refusals", n}, args...)...)
 }

@@ -46,13 +46,20 @@ type ServerConfig struct {
 	// whose session ended, when the peer negotiated graceful restart: the
 	// peer asks for a time in its HELLO and gets at most this. When it
 	// comes back and has re-announced (END_OF_SYNC), routes it did not
-	// re-announce are withdrawn; subscribers see no flap. Default 60s;
-	// negative disables graceful restart.
+	// re-announce are withdrawn; subscribers see no flap.
+	//
+	// Zero means DefaultGracefulRestart (60s), not off. To turn graceful
+	// restart off, use GracefulRestartOff (any negative value): the
+	// command line's --graceful-restart 0 is GracefulRestartOff here.
 	GracefulRestart time.Duration
 	// SyncDelay holds back END_OF_SYNC markers for this long after the
 	// server starts, so that clients reconnecting after a server restart
 	// keep their stale routes until the other clients have re-announced
-	// theirs. Default 10s; negative means no delay.
+	// theirs.
+	//
+	// Zero means the default, 10s, not "no delay". To send END_OF_SYNC at
+	// once, use NoSyncDelay (any negative value): the command line's
+	// --sync-delay 0 is NoSyncDelay here.
 	SyncDelay time.Duration
 	// Limits bound what peers may make the server hold. Zero fields take
 	// the defaults of DefaultLimits; Unlimited turns a limit off.
@@ -165,8 +172,18 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 const DefaultKeepalive = 5 * time.Second
 
 // DefaultGracefulRestart is how long routes of a vanished peer are kept by
-// default when both sides negotiated graceful restart.
+// default when both sides negotiated graceful restart. A zero
+// ServerConfig.GracefulRestart or ClientConfig.GracefulRestart means this.
 const DefaultGracefulRestart = 60 * time.Second
+
+// GracefulRestartOff, as ServerConfig.GracefulRestart or
+// ClientConfig.GracefulRestart, turns graceful restart off; any negative
+// value does. (Zero there means DefaultGracefulRestart.)
+const GracefulRestartOff time.Duration = -1
+
+// NoSyncDelay, as ServerConfig.SyncDelay, sends END_OF_SYNC without delay;
+// any negative value does. (Zero there means the default, 10s.)
+const NoSyncDelay time.Duration = -1
 
 // DefaultPort is the TCP port MetalBond listens on by default.
 const DefaultPort = 4711
@@ -358,6 +375,7 @@ func (s *Server) countClose(err error, established bool) {
 func (p *serverPeer) Established(s *session.Session) {
 	in := s.Info()
 	p.log.Info("session established", "keepalive", in.Keepalive)
+	p.srv.warnSharedName(p)
 }
 
 // Handle implements session.Handler: it applies one message of the peer.
@@ -395,6 +413,11 @@ func (p *serverPeer) subscriptions() int {
 // HandleUpdate implements session.Handler.
 func (p *serverPeer) HandleUpdate(_ *session.Session, u *wire.Update) error {
 	p.srv.stats.updatesReceived.Add(1)
+	if err := u.Route.NextHop.ValidateUnderlay(); err != nil {
+		p.flush()
+		p.refuse(refusedNexthopNotIPv6, "vni", u.Route.VNI, "prefix", u.Route.Prefix, "nexthop", u.Route.NextHop.Address)
+		return nil
+	}
 	if p.perms != nil && !p.perms.MayAnnounce(u.Route.VNI) {
 		p.flush()
 		p.srv.stats.authRefusedMsgs.Add(1)

@@ -206,7 +206,7 @@ func waitFor(t testing.TB, cond func() bool) {
 func TestObserveFanout(t *testing.T) {
 	var mu sync.Mutex
 	var seen []time.Duration
-	_, addr := startServer(t, metalbond.ServerConfig{ObserveFanout: func(d time.Duration) {
+	srv, addr := startServer(t, metalbond.ServerConfig{ObserveFanout: func(d time.Duration) {
 		mu.Lock()
 		seen = append(seen, d)
 		mu.Unlock()
@@ -214,10 +214,12 @@ func TestObserveFanout(t *testing.T) {
 	subs := []*testClient{startClient(t, []string{addr}), startClient(t, []string{addr})}
 	for _, s := range subs {
 		s.subscribe(t, 60)
-		s.mustReady(t)
 	}
+	// Only updates that reach subscribers are sampled: routes that arrive
+	// before a SUBSCRIBE is handled go out as its initial table.
+	waitSubscribers(t, srv, 60, 2)
 	a := startClient(t, []string{addr})
-	rs := manyRoutes(60, 640, "2001:db8::1")
+	rs := manyRoutes(60, 640, "2001:db8::1") // 10 samples of 64
 	a.announce(t, rs...)
 	for _, s := range subs {
 		s.inst.WaitRoutes(t, rs)

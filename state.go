@@ -36,6 +36,8 @@ type PeerInfo struct {
 	// a server, ours on a client.
 	Subscriptions []route.VNI
 	// Routes is the number of routes the peer currently announces to us.
+	// On a client it includes the routes of the server's earlier sessions
+	// that are still kept (graceful restart, ClientConfig.GracePeriod).
 	Routes int
 	// UpdatesReceived and UpdatesSent count UPDATE messages.
 	UpdatesReceived, UpdatesSent uint64
@@ -57,6 +59,10 @@ type PeerInfo struct {
 	Paced        bool
 	PacedTime    time.Duration
 	BacklogBytes int
+	// StaleUntil is set, on a server, for a peer whose session ended while
+	// graceful restart was negotiated (State "STALE"): its Routes are held
+	// for its return until then.
+	StaleUntil time.Time
 }
 
 func fillSessionInfo(pi *PeerInfo, sess *session.Session) {
@@ -120,7 +126,9 @@ type ServerStats struct {
 	AuthRefusedSessions, AuthRefusedMessages uint64
 	// Refused counts connections and messages refused by Limits, by limit:
 	// connections, connections_per_ip, routes_per_peer, routes_per_vni,
-	// subscriptions_per_peer, vnis_per_peer.
+	// subscriptions_per_peer, vnis_per_peer; and UPDATEs refused because
+	// their nexthop is not an IPv6 address: nexthop_not_ipv6 (the session
+	// stays up, as for a limit).
 	Refused map[string]uint64
 	// StaleRoutes is the number of routes currently kept for peers in
 	// graceful restart.
@@ -169,7 +177,9 @@ func (s *Server) Stats() ServerStats {
 	return st
 }
 
-// Peers returns a snapshot of the connected peers, sorted by ID.
+// Peers returns a snapshot of the connected peers, and of the peers whose
+// routes are held for their graceful restart (State "STALE", StaleUntil),
+// sorted by ID.
 func (s *Server) Peers() []PeerInfo {
 	s.mu.RLock()
 	peers := make([]*serverPeer, 0, len(s.peers))
@@ -201,6 +211,7 @@ func (s *Server) Peers() []PeerInfo {
 		slices.Sort(pi.Subscriptions)
 		out = append(out, pi)
 	}
+	out = append(out, s.stalePeerInfos()...)
 	slices.SortFunc(out, func(a, b PeerInfo) int { return int(a.ID) - int(b.ID) })
 	return out
 }

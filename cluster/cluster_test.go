@@ -135,8 +135,12 @@ func TestClusterEmbedded(t *testing.T) {
 // lease TTL.
 func TestCleanShutdownWithdrawsAtOnce(t *testing.T) {
 	etcd := startEtcd(t, false)
+	// A lease that the member renews every third of its TTL cannot expire
+	// within half the TTL of the stop: routes gone by then were withdrawn
+	// because of the stop, however slow the machine is.
+	const ttl = time.Minute
 	cfg := func(id string) Config {
-		return Config{Endpoints: etcd.endpoints(), ServerID: id, LeaseTTL: 10 * time.Second}
+		return Config{Endpoints: etcd.endpoints(), ServerID: id, LeaseTTL: ttl}
 	}
 	a, b := startNode(t, "", cfg("a")), startNode(t, "", cfg("b"))
 	waitReady(t, 10*time.Second, true, a, b)
@@ -145,10 +149,8 @@ func TestCleanShutdownWithdrawsAtOnce(t *testing.T) {
 	waitTables(t, 10*time.Second, []*client{cb}, []*client{ca, cb})
 	start := time.Now()
 	a.stop()
-	waitTables(t, 5*time.Second, []*client{cb}, []*client{cb})
-	if d := time.Since(start); d > 3*time.Second {
-		t.Errorf("withdrawal after a clean stop took %v", d)
-	}
+	waitTables(t, ttl/2, []*client{cb}, []*client{cb})
+	t.Logf("routes withdrawn %v after a clean stop (lease TTL %v)", time.Since(start), ttl)
 }
 
 // TestStartWithoutEtcd checks that a member whose etcd is not there yet

@@ -30,8 +30,10 @@ type Config struct {
 	// Logger receives session events. Default slog.Default().
 	Logger *slog.Logger
 	// Name identifies this participant to servers across reconnects and
-	// restarts, for graceful restart; it must differ between the
-	// MetalBonds of one host that share a server. Default the host name.
+	// restarts, for graceful restart. Default the host name followed by a
+	// digest of the program's command line and of how many MetalBonds the
+	// program created before (metalbond.ClientConfig.Name): MetalBonds of
+	// different programs on one host differ, a restarted program keeps it.
 	Name string
 	// ClientTLS, if set, secures the connections to the servers of
 	// AddPeer (see package tlsauth for loading certificates).
@@ -375,7 +377,9 @@ func (m *MetalBond) AddRoutesForVni(vni VNI) error {
 }
 
 // Shutdown closes every session, server and HTTP server of m and waits for
-// them: when it returns, every goroutine m started has ended. A
+// them: when it returns, every goroutine m started has ended. It first
+// withdraws every announced route at every server (at most 2 s), as the
+// existing implementation's servers do when a client disconnects. A
 // CleanupClient's Cleanup has been called, after the last AddRoute or
 // RemoveRoute. Calls after Shutdown fail with ErrClosed; calling Shutdown
 // again does nothing. It must not be called from inside a Client method.

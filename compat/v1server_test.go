@@ -1,13 +1,13 @@
 package compat_test
 
 import (
-	"errors"
 	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/metalbond/metalbond/internal/deployedv1"
 	"github.com/metalbond/metalbond/internal/wire"
 	"github.com/metalbond/metalbond/route"
 )
@@ -17,13 +17,14 @@ import (
 // VNI on SUBSCRIBE, every UPDATE reflected to the other subscribers, and a
 // peer's routes withdrawn when its session ends. No END_OF_SYNC, no
 // graceful restart. It reads like the deployed implementation: one read
-// into a 65,535-byte buffer at a time, and a session reset when a read
-// fills it (docs/pacing.md). It is small on purpose: it checks that the
-// compat layer needs nothing of our server.
+// into a 65,535-byte buffer at a time, each read taken to hold whole
+// messages, and a session reset when a read fills the buffer or ends inside
+// a message (deployedv1.CheckRead, docs/pacing.md). It is small on purpose:
+// it checks that the compat layer needs nothing of our server.
 type v1Server struct {
 	ln       net.Listener
 	wg       sync.WaitGroup
-	overruns atomic.Int64 // reads that filled the deployed reader's buffer
+	overruns atomic.Int64 // reads that would break the deployed reader
 
 	mu     sync.Mutex // guards the following
 	conns  map[*v1Conn]bool
@@ -205,8 +206,8 @@ func (s *v1Server) drop(c *v1Conn) {
 }
 
 // deployedReader reads like the deployed implementation: each read from the
-// connection goes into one 65,535-byte buffer, and a read that fills it is
-// taken for overload and ends the session.
+// connection goes into one 65,535-byte buffer, and a read that fills it or
+// does not hold whole messages ends the session.
 type deployedReader struct {
 	conn     net.Conn
 	overruns *atomic.Int64
@@ -214,19 +215,17 @@ type deployedReader struct {
 	data     []byte // read and not yet consumed
 }
 
-var errOverrun = errors.New("a read filled the 65,535-byte buffer: the deployed reader resets the session")
-
 func (r *deployedReader) Read(p []byte) (int, error) {
 	if len(r.data) == 0 {
 		if r.buf == nil {
-			r.buf = make([]byte, 65535)
+			r.buf = make([]byte, deployedv1.ReadBuffer)
 		}
 		n, err := r.conn.Read(r.buf)
-		if n == len(r.buf) {
-			r.overruns.Add(1)
-			return 0, errOverrun
-		}
 		if n == 0 {
+			return 0, err
+		}
+		if err := deployedv1.CheckRead(r.buf[:n]); err != nil {
+			r.overruns.Add(1)
 			return 0, err
 		}
 		r.data = r.buf[:n]

@@ -27,6 +27,11 @@ const DefaultReconcileInterval = 30 * time.Second
 // so the kernel does not forget a route before the servers would.
 const DefaultAdoptGrace = 60 * time.Second
 
+// AdoptOff, as Config.AdoptGrace, makes New remove the routes of ours it
+// finds instead of adopting them; any negative value does. (Zero there
+// means DefaultAdoptGrace.)
+const AdoptOff time.Duration = -1
+
 // Retry backoff for routes the kernel refuses: the first retry after
 // retryMin, doubling up to retryMax.
 const (
@@ -36,6 +41,12 @@ const (
 
 // ErrClosed is returned by an Installer's methods after Close.
 var ErrClosed = errors.New("kernel: installer closed")
+
+// ErrTableInUse is returned by New when another installer in the same
+// network namespace already installs into one of the mapped tables. Two
+// installers cannot share a table: each would take the other's routes for
+// its own.
+var ErrTableInUse = errors.New("kernel: routing table in use by another installer")
 
 // ErrNotSupported is returned by New on systems other than Linux.
 var ErrNotSupported = errors.New("kernel: installing routes is only supported on Linux")
@@ -71,16 +82,21 @@ type Config struct {
 
 	// AdoptGrace decides what New does with the routes and nexthop objects
 	// of ours it finds in the mapped tables, left by an earlier process
-	// (a restart, an upgrade, a crash). With a positive value (0 means
-	// DefaultAdoptGrace) New adopts them: they stay in the kernel,
+	// (a restart, an upgrade, a crash).
+	//
+	// Zero means DefaultAdoptGrace (60s), not off. AdoptOff (any negative
+	// value) removes them at start: the command line's --adopt-grace 0 is
+	// AdoptOff here.
+	//
+	// With a positive value New adopts them: they stay in the kernel,
 	// unconfirmed, and AddRoute of the same nexthops changes nothing in
 	// the kernel. A route re-added with other nexthops keeps its
 	// unconfirmed ones besides them until adoption ends. Routes and
 	// nexthops still unconfirmed when Synced is called, or AdoptGrace
 	// after New if it never is (plain v1 servers), are removed like
-	// withdrawn ones. A negative value removes everything of ours in New
-	// instead (the behaviour before adoption existed: traffic is dropped
-	// until the servers have resent every route).
+	// withdrawn ones. AdoptOff removes everything of ours in New instead
+	// (the behaviour before adoption existed: traffic is dropped until the
+	// servers have resent every route).
 	AdoptGrace time.Duration
 
 	// NetNS is the network namespace to work in, as opened with

@@ -129,3 +129,17 @@ func TestConfigValidate(t *testing.T) {
 		t.Errorf("defaults not applied: %+v", c)
 	}
 }
+
+// TestConfigZeroIsDefault: in Config, AdoptGrace 0 means DefaultAdoptGrace
+// and only AdoptOff (negative) means "remove at start", which the command
+// line's --adopt-grace 0 maps to. ReconcileInterval and Protocol too take
+// their defaults at 0.
+func TestConfigZeroIsDefault(t *testing.T) {
+	c := Config{}.withDefaults()
+	if c.AdoptGrace != DefaultAdoptGrace || c.ReconcileInterval != DefaultReconcileInterval || c.Protocol != DefaultProtocol {
+		t.Errorf("zero Config with defaults = %+v", c)
+	}
+	if c := (Config{AdoptGrace: AdoptOff}).withDefaults(); c.AdoptGrace >= 0 {
+		t.Errorf("AdoptOff became %v", c.AdoptGrace)
+	}
+}

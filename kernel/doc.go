@@ -19,6 +19,13 @@
 // periodically and whenever the device changes state. Everything of ours
 // carries Config.Protocol, so Cleanup can remove all of it at exit.
 //
+// Several installers (in one process or several) can share a network
+// namespace and a device, each with tables of its own: New claims the
+// mapped tables and fails with ErrTableInUse if another installer holds
+// one, and an installer touches only the routes in its tables and the
+// nexthop objects it can tell are its own (docs/kernel.md, "Several
+// installers on one host").
+//
 // A restart does not withdraw routes: New adopts the routes of ours it
 // finds (Config.AdoptGrace), re-adding one with the same nexthops changes
 // nothing in the kernel, and what the client does not confirm is removed

@@ -26,6 +26,9 @@ const (
 	testDev   = "mbtun0"
 	testPeer  = "mbtun1"
 	testTable = 100
+	// nexthopIDBase is the first id of the block of an installer whose
+	// lowest table is testTable (see idBlock).
+	nexthopIDBase = testTable << 16
 )
 
 // TestMain checks, after all tests, that nothing the package started is

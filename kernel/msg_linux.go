@@ -157,6 +157,16 @@ func routeDumpReq(fam uint8, table uint32, proto uint8) []byte {
 	return b.buf
 }
 
+// routeDumpAllReq builds a dump request for one family in all tables,
+// filtered by protocol.
+func routeDumpAllReq(fam uint8, proto uint8) []byte {
+	var b batch
+	s := b.begin(unix.RTM_GETROUTE, unix.NLM_F_DUMP)
+	b.rtmsg(fam, 0, 0, proto, 0, 0)
+	b.end(s)
+	return b.buf
+}
+
 func nexthopDumpReq() []byte {
 	var b batch
 	s := b.begin(unix.RTM_GETNEXTHOP, unix.NLM_F_DUMP)

@@ -99,8 +99,15 @@ func nsSet(ns netns.NsHandle) bool { return ns > 0 }
 // the goroutine exits with the thread still locked and the runtime throws
 // that thread away instead of reusing it in the wrong namespace.
 func socketAt(ns netns.NsHandle) (int, error) {
+	return socketIn(ns, unix.AF_NETLINK, unix.SOCK_RAW, unix.NETLINK_ROUTE)
+}
+
+// socketIn creates a socket of any kind inside ns (see socketAt); it is
+// close-on-exec.
+func socketIn(ns netns.NsHandle, domain, typ, proto int) (int, error) {
+	typ |= unix.SOCK_CLOEXEC
 	if !nsSet(ns) {
-		return unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_ROUTE)
+		return unix.Socket(domain, typ, proto)
 	}
 	type result struct {
 		fd  int
@@ -121,7 +128,7 @@ func socketAt(ns netns.NsHandle) (int, error) {
 			ch <- result{-1, fmt.Errorf("enter namespace: %w", err)}
 			return
 		}
-		fd, serr := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_ROUTE)
+		fd, serr := unix.Socket(domain, typ, proto)
 		if err := netns.Set(orig); err != nil {
 			if serr == nil {
 				unix.Close(fd)

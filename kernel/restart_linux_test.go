@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -45,6 +46,9 @@ type watcher struct {
 	markers  int                  // marker routes added by settle
 	marked   int                  // marker routes seen as events
 }
+
+// markerSeq numbers the marker routes.
+var markerSeq atomic.Uint32
 
 // markerTable holds the routes settle adds to find the end of the event
 // stream.
@@ -170,7 +174,8 @@ func (w *watcher) settle(t testing.TB) {
 	w.markers++
 	mark := w.markers
 	w.mu.Unlock()
-	dst := &net.IPNet{IP: net.IPv4(198, 51, 100, byte(mark)), Mask: net.CIDRMask(32, 32)}
+	n32 := markerSeq.Add(1) // unique within the namespace, over all watchers
+	dst := &net.IPNet{IP: net.IPv4(198, 51, byte(n32>>8), byte(n32)), Mask: net.CIDRMask(32, 32)}
 	if err := w.e.h.RouteAdd(&netlink.Route{Dst: dst, Table: markerTable, Type: unix.RTN_BLACKHOLE}); err != nil {
 		t.Fatalf("add marker route: %v", err)
 	}

@@ -117,6 +117,21 @@ func (n NextHop) Validate() error {
 	return nil
 }
 
+// ValidateUnderlay checks that n's address can be an underlay address.
+// The MetalBond underlay is IPv6: a client encapsulates IP-in-IPv6 towards
+// the nexthop (ip6tnl, `encap ip6 dst`), so an IPv4 address, or an
+// IPv4-mapped IPv6 address, cannot be reached. Clients refuse to announce
+// such a nexthop and servers refuse to accept one (docs/protocol.md).
+func (n NextHop) ValidateUnderlay() error {
+	switch a := n.Address; {
+	case a.Is4():
+		return fmt.Errorf("nexthop %s is an IPv4 address; the underlay is IPv6", a)
+	case a.Is4In6():
+		return fmt.Errorf("nexthop %s is an IPv4-mapped address; the underlay is IPv6", a)
+	}
+	return nil
+}
+
 // String formats n in command-line syntax: ADDRESS[#TYPE[#FROM#TO]].
 // The type is omitted for standard nexthops. The command-line syntax has no
 // place for TargetVNI, so String does not show it.

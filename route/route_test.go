@@ -147,3 +147,19 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestValidateUnderlay(t *testing.T) {
+	for _, tc := range []struct {
+		addr, err string
+	}{
+		{"2001:db8::1", ""},
+		{"fe80::1", ""},
+		{"10.1.1.1", "nexthop 10.1.1.1 is an IPv4 address; the underlay is IPv6"},
+		{"::ffff:10.1.1.1", "nexthop ::ffff:10.1.1.1 is an IPv4-mapped address; the underlay is IPv6"},
+	} {
+		err := NextHop{Address: netip.MustParseAddr(tc.addr)}.ValidateUnderlay()
+		if (err == nil) != (tc.err == "") || err != nil && err.Error() != tc.err {
+			t.Errorf("ValidateUnderlay(%s) = %v, want %q", tc.addr, err, tc.err)
+		}
+	}
+}

@@ -75,8 +75,11 @@ failure, 2 for a malformed command line or configuration file.`,
 		Version:       versionString(),
 		SilenceErrors: true,
 		SilenceUsage:  true,
-		// A bare "metalbond" shows the help; an unknown command is an error
-		// (cobra's default argument check for a command without Run).
+		// A bare "metalbond" is a usage error; an unknown command is one
+		// too (cobra's argument check for the root command).
+		RunE: func(*cobra.Command, []string) error {
+			return errors.New("missing command: want server, client, peers, routes or version")
+		},
 	}
 	// Our own --version flag: cobra's default would take -v, which the
 	// subcommands use for --verbose.

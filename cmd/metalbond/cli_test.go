@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/metalbond/metalbond"
+	"github.com/metalbond/metalbond/kernel"
 	"github.com/metalbond/metalbond/route"
 )
 
@@ -63,6 +64,10 @@ func TestUsageErrors(t *testing.T) {
 			`invalid --announce "23#10.0.0.0/24#::1#NAT": a NAT nexthop needs a port range`},
 		{"announce host bits", []string{"client", "--server", "[::1]:4711", "--announce", "23#10.0.0.1/24#::1"},
 			`invalid --announce "23#10.0.0.1/24#::1": prefix 10.0.0.1/24 has host bits set`},
+		{"announce IPv4 nexthop", []string{"client", "--server", "[::1]:4711", "--announce", "23#10.0.90.0/24#10.1.1.1"},
+			`invalid --announce "23#10.0.90.0/24#10.1.1.1": nexthop 10.1.1.1 is an IPv4 address; the underlay is IPv6`},
+		{"announce IPv4-mapped nexthop", []string{"client", "--server", "[::1]:4711", "--announce", "23#10.0.90.0/24#::ffff:10.1.1.1"},
+			`invalid --announce "23#10.0.90.0/24#::ffff:10.1.1.1": nexthop ::ffff:10.1.1.1 is an IPv4-mapped address; the underlay is IPv6`},
 		{"announce VNI too big", []string{"client", "--server", "[::1]:4711", "--announce", "16777216#10.0.0.0/24#::1"},
 			`invalid --announce "16777216#10.0.0.0/24#::1": invalid VNI "16777216"`},
 		{"bad subscribe", []string{"client", "--server", "[::1]:4711", "--subscribe", "abc"},
@@ -102,6 +107,9 @@ func TestUsageErrors(t *testing.T) {
 		{"bad client http", []string{"client", "--server", "[::1]:4711", "--http", "[::1]"}, `invalid --http "[::1]"`},
 		{"bad log format", []string{"server", "--log-format", "xml"}, `invalid --log-format "xml": want text or json`},
 		{"bad tun", []string{"client", "--server", "[::1]:4711", "--tun", "a/b"}, `invalid --tun "a/b"`},
+		{"tun without install-routes", []string{"client", "--server", "[::1]:4711", "--subscribe", "23", "--tun", "t0"},
+			`--tun needs --install-routes VNI#TABLE`},
+		{"no command", []string{}, `missing command: want server, client, peers, routes or version`},
 		{"unknown flag", []string{"server", "--bogus"}, `unknown flag: --bogus`},
 		{"unknown command", []string{"serve"}, `unknown command "serve"`},
 		{"positional argument", []string{"server", "extra"}, `unknown command "extra"`},
@@ -190,7 +198,7 @@ func TestClientConfig(t *testing.T) {
 		IPv4Only:        true,
 		Keepalive:       3 * time.Second,
 		GracePeriod:     30 * time.Second,
-		GracefulRestart: -1,
+		GracefulRestart: metalbond.GracefulRestartOff,
 		Name:            "hv-17",
 		AdoptGrace:      time.Minute,
 		HTTP:            "[::1]:4713",
@@ -200,6 +208,36 @@ func TestClientConfig(t *testing.T) {
 	}
 	if !reflect.DeepEqual(*c.client, want) {
 		t.Errorf("config\n got %+v\nwant %+v", *c.client, want)
+	}
+}
+
+// TestZeroMeansOff: on the command line 0 turns graceful restart, the sync
+// delay and adoption off; in the library configuration 0 means the
+// default, so the command maps 0 to the library's named "off" values.
+func TestZeroMeansOff(t *testing.T) {
+	code, _, stderr, c := run(t, "client", "--server", "[::1]:4711", "--subscribe", "23",
+		"--install-routes", "23#100", "--tun", "t0", "--graceful-restart", "0", "--adopt-grace", "0")
+	if code != exitOK {
+		t.Fatalf("exit code %d, stderr:\n%s", code, stderr)
+	}
+	if c.client.GracefulRestart != metalbond.GracefulRestartOff || c.client.AdoptGrace != kernel.AdoptOff {
+		t.Errorf("client: GracefulRestart %v, AdoptGrace %v; want GracefulRestartOff and AdoptOff",
+			c.client.GracefulRestart, c.client.AdoptGrace)
+	}
+	code, _, stderr, c = run(t, "server", "--graceful-restart", "0", "--sync-delay", "0")
+	if code != exitOK {
+		t.Fatalf("exit code %d, stderr:\n%s", code, stderr)
+	}
+	if c.server.GracefulRestart != metalbond.GracefulRestartOff || c.server.SyncDelay != metalbond.NoSyncDelay {
+		t.Errorf("server: GracefulRestart %v, SyncDelay %v; want GracefulRestartOff and NoSyncDelay",
+			c.server.GracefulRestart, c.server.SyncDelay)
+	}
+	// The library's "off" values are negative: 0 would be the default.
+	for name, d := range map[string]time.Duration{"GracefulRestartOff": metalbond.GracefulRestartOff,
+		"NoSyncDelay": metalbond.NoSyncDelay, "AdoptOff": kernel.AdoptOff} {
+		if d >= 0 {
+			t.Errorf("%s = %v, want negative", name, d)
+		}
 	}
 }
 
@@ -320,6 +358,9 @@ func TestHelp(t *testing.T) {
 		if !strings.Contains(out, flag) {
 			t.Errorf("client --help does not explain %s", flag)
 		}
+	}
+	if !strings.Contains(out, "TABLE 254 (or 0) is the main table") {
+		t.Error("client --help does not say what installing into the main table means")
 	}
 }
 

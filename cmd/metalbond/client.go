@@ -74,7 +74,19 @@ func newClientCommand(r runners) *cobra.Command {
 announces the --announce routes to each, subscribes to each --subscribe VNI
 and, for the VNIs mapped with --install-routes, installs the routes it
 receives into Linux routing tables on the --tun device. It reconnects with a
-randomised backoff and runs until SIGINT or SIGTERM.
+randomised backoff and runs until a signal stops it:
+
+  SIGINT, SIGTERM  clean stop: every announced route is withdrawn at every
+                   server (at most 2 s), so subscribers drop them at once.
+  SIGUSR1          stop for a restart: the routes are kept by the servers
+                   for the graceful restart time and the next run under the
+                   same --name takes them over without a flap (the systemd
+                   unit uses it for "systemctl restart").
+
+Servers recognise a restarted client by its --name. The default is the host
+name followed by a digest of the command line, so two clients on one host
+differ and a restart with the same command line is recognised; give --name
+when the command line changes across a restart.
 
 With --tls (or any --tls-* flag) it connects with TLS 1.3 and verifies the
 servers; --tls-cert and --tls-key authenticate it to servers that require
@@ -110,7 +122,10 @@ are the long flag names (flags on the command line win):
 	fs.StringSliceVar(&f.announce, "announce", nil,
 		"announce a `route`: VNI#PREFIX#NEXTHOP[#STD|LB|NAT][#FROM#TO], e.g. 23#10.0.23.0/24#2001:db8::1 or 23#10.0.24.0/24#2001:db8::2#NAT#1024#2047; repeatable")
 	fs.StringSliceVar(&f.installRoutes, "install-routes", nil,
-		"install the routes received for a subscribed VNI into a Linux routing table: `VNI#TABLE`, e.g. 23#100 (table 0 is the main table, 254); needs --tun; repeatable")
+		"install the routes received for a subscribed VNI into a Linux routing table: `VNI#TABLE`, e.g. 23#100; needs --tun; repeatable. "+
+			"Each table can have only one client in a network namespace. TABLE 254 (or 0) is the main table, which the host's own traffic uses: the received routes then "+
+			"steer it, a received prefix replaces the host's own route for it (and --cleanup deletes it), and no other client can install into the main table; "+
+			"prefer a table of its own, selected with ip rule")
 	fs.StringVar(&f.tun, "tun", "",
 		"tunnel `device` for installed routes (an ip6tnl device in mode any, external)")
 	fs.BoolVar(&f.ipv4Only, "ipv4-only", false,
@@ -168,6 +183,9 @@ func (f *clientFlags) parse() (clientConfig, error) {
 		if err != nil {
 			return c, flagError("announce", s, trimSubject(err, "route", s))
 		}
+		if err := r.NextHop.ValidateUnderlay(); err != nil {
+			return c, flagError("announce", s, err)
+		}
 		if !seen[r] {
 			seen[r] = true
 			c.Announce = append(c.Announce, r)
@@ -197,6 +215,9 @@ func (f *clientFlags) parse() (clientConfig, error) {
 		if len(f.tun) > 15 || strings.ContainsAny(f.tun, "/ \t\n") {
 			return c, flagError("tun", f.tun, errors.New("not a network device name"))
 		}
+		if len(c.InstallRoutes) == 0 {
+			return c, errors.New("--tun needs --install-routes VNI#TABLE: the tunnel device is used only for installing received routes")
+		}
 	}
 	c.Tun, c.IPv4Only, c.Cleanup, c.NoPaceV1 = f.tun, f.ipv4Only, f.cleanup, f.noPaceV1
 	if c.Keepalive, err = parseKeepalive(f.keepalive); err != nil {
@@ -209,7 +230,7 @@ func (f *clientFlags) parse() (clientConfig, error) {
 		return c, flagError("graceful-restart", f.gracefulRestart, err)
 	}
 	if c.GracefulRestart == 0 {
-		c.GracefulRestart = -1 // off
+		c.GracefulRestart = metalbond.GracefulRestartOff // in the library, 0 is the default
 	}
 	if len(f.name) > 255 {
 		return c, flagError("name", f.name, errors.New("longer than 255 bytes"))
@@ -219,7 +240,7 @@ func (f *clientFlags) parse() (clientConfig, error) {
 		return c, flagError("adopt-grace", f.adoptGrace, err)
 	}
 	if c.AdoptGrace == 0 {
-		c.AdoptGrace = -1 // remove at start
+		c.AdoptGrace = kernel.AdoptOff // in the library, 0 is the default
 	}
 	if f.http != "" {
 		if err := checkAddr(f.http, true); err != nil {
@@ -320,8 +341,18 @@ func runClient(ctx context.Context, cfg clientConfig, log *slog.Logger, _ io.Wri
 		}
 	}
 
+	// Run ends on SIGINT or SIGTERM (ctx: a clean stop that withdraws
+	// every announced route) or on SIGUSR1 (a stop for a restart that
+	// keeps them); everything else ends with it.
+	ctx, endAll := context.WithCancel(ctx)
+	defer endAll()
+	stopRestart := stopForRestartOnSIGUSR1(ctx, c, log)
+	defer stopRestart()
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return c.Run(ctx) })
+	g.Go(func() error {
+		defer endAll()
+		return c.Run(ctx)
+	})
 	g.Go(func() error {
 		reloadOnSIGHUP(ctx, log, reload)
 		return nil

@@ -8,7 +8,8 @@
 //	metalbond routes --vni 23 --http [::1]:4712
 //
 // Run "metalbond help" or "metalbond COMMAND --help" for every flag. The
-// command exits with status 0 after a clean shutdown (SIGINT or SIGTERM),
+// command exits with status 0 after a clean shutdown (SIGINT or SIGTERM; a
+// client withdraws its routes, and SIGUSR1 stops it for a restart instead),
 // 1 after a runtime failure (for example an address already in use) and 2
 // for a malformed command line or configuration file.
 package main

@@ -237,6 +237,9 @@ func printPeers(w io.Writer, peers []httpapi.PeerJSON) error {
 		if p.Paced {
 			state += " (paced)"
 		}
+		if p.StaleUntil != nil {
+			state += " until " + p.StaleUntil.Local().Format("15:04:05")
+		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n",
 			p.ID, p.Remote, p.Direction, state, uptime, keepalive, vniList(p.Subscriptions),
 			p.Routes, p.UpdatesReceived, p.UpdatesSent, formatBytes(p.QueueBytes))

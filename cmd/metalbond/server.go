@@ -135,13 +135,13 @@ func (f *serverFlags) parse() (serverConfig, error) {
 		return c, flagError("graceful-restart", f.gracefulRestart, err)
 	}
 	if c.GracefulRestart == 0 {
-		c.GracefulRestart = -1 // off
+		c.GracefulRestart = metalbond.GracefulRestartOff // in the library, 0 is the default
 	}
 	if c.SyncDelay, err = parseSeconds(f.syncDelay); err != nil {
 		return c, flagError("sync-delay", f.syncDelay, err)
 	}
 	if c.SyncDelay == 0 {
-		c.SyncDelay = -1 // no delay
+		c.SyncDelay = metalbond.NoSyncDelay // in the library, 0 is the default
 	}
 	c.Limits = f.limits
 	c.NoPaceV1 = f.noPaceV1

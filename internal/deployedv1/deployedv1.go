@@ -20,7 +20,8 @@
 //     behind the reader blocks and unread bytes pile up in the kernel;
 //   - it accepts KEEPALIVE at any time once established and, as a server,
 //     answers each with a KEEPALIVE; it writes one message per write call;
-//     2.5 keepalive intervals of silence end the session.
+//     2.5 keepalive intervals without a KEEPALIVE end the session, however
+//     many other messages arrive meanwhile.
 //
 // Every failure ends Run with an error wrapping one of the sentinels below:
 // where the deployed implementation resets a session, the emulation stops,
@@ -60,7 +61,7 @@ var (
 	ErrUnknownType = errors.New("unknown message type: reading stopped")
 	// ErrDecode: a message body did not decode.
 	ErrDecode = errors.New("message did not decode")
-	// ErrHold: no message for 2.5 keepalive intervals.
+	// ErrHold: no KEEPALIVE for 2.5 keepalive intervals.
 	ErrHold = errors.New("keepalive timer expired")
 	// ErrProtocol: a message that the session does not allow.
 	ErrProtocol = errors.New("unexpected message")
@@ -105,7 +106,7 @@ type Peer struct {
 	changed chan struct{}
 
 	stopped   atomic.Value // error: why the reader stopped reading without closing
-	lastMsg   atomic.Int64 // unix nanoseconds of the last message read
+	lastKA    atomic.Int64 // unix nanoseconds of the last HELLO or KEEPALIVE read
 	keepalive atomic.Int64 // agreed interval in nanoseconds, once known
 }
 
@@ -168,7 +169,7 @@ func (p *Peer) run(ctx context.Context, handle func(t wire.Type, body []byte) er
 	defer cancel(nil)
 	stop := context.AfterFunc(ctx, func() { p.conn.Close() })
 	defer stop()
-	p.lastMsg.Store(time.Now().UnixNano())
+	p.lastKA.Store(time.Now().UnixNano())
 
 	updates := make(chan item, QueueSlots)
 	control := make(chan item)
@@ -205,23 +206,16 @@ func (p *Peer) read(ctx context.Context, updates, control chan<- item) error {
 		if int64(n) > p.Stats.MaxRead.Load() {
 			p.Stats.MaxRead.Store(int64(n))
 		}
-		if n == len(buf) {
-			return fmt.Errorf("read %d: %w", reads, ErrFullRead)
+		if err := CheckRead(buf[:n]); err != nil {
+			return fmt.Errorf("read %d: %w", reads, err)
 		}
 		for off := 0; off < n; {
-			if off+wire.HeaderLen > n {
-				return fmt.Errorf("read %d of %d bytes: header at %d: %w", reads, n, off, ErrSplitMessage)
-			}
-			if buf[off] != wire.Version {
-				return fmt.Errorf("read %d of %d bytes: byte %d is %d: %w", reads, n, off, buf[off], ErrVersion)
-			}
 			l := int(binary.BigEndian.Uint16(buf[off+1:]))
 			t := wire.Type(buf[off+3])
 			end := off + wire.HeaderLen + l
-			if end > n {
-				return fmt.Errorf("read %d of %d bytes: message at %d ends at %d: %w", reads, n, off, end, ErrSplitMessage)
+			if t == wire.TypeKeepalive || t == wire.TypeHello {
+				p.lastKA.Store(time.Now().UnixNano())
 			}
-			p.lastMsg.Store(time.Now().UnixNano())
 			p.Stats.Messages.Add(1)
 			it := item{t: t, body: append([]byte(nil), buf[off+wire.HeaderLen:end]...)}
 			off = end
@@ -244,6 +238,31 @@ func (p *Peer) read(ctx context.Context, updates, control chan<- item) error {
 			}
 		}
 	}
+}
+
+// CheckRead reports how the deployed reader fails on a read that returned
+// b: ErrFullRead when b fills its buffer, ErrVersion when a message does not
+// start with the version, ErrSplitMessage when b ends inside a message (the
+// reader would take the rest of it from stale bytes of its buffer). A nil
+// error means b holds whole messages only.
+func CheckRead(b []byte) error {
+	if len(b) >= ReadBuffer {
+		return fmt.Errorf("%d bytes: %w", len(b), ErrFullRead)
+	}
+	for off := 0; off < len(b); {
+		if off+wire.HeaderLen > len(b) {
+			return fmt.Errorf("%d bytes: header at %d: %w", len(b), off, ErrSplitMessage)
+		}
+		if b[off] != wire.Version {
+			return fmt.Errorf("%d bytes: byte %d is %d: %w", len(b), off, b[off], ErrVersion)
+		}
+		end := off + wire.HeaderLen + int(binary.BigEndian.Uint16(b[off+1:]))
+		if end > len(b) {
+			return fmt.Errorf("%d bytes: message at %d ends at %d: %w", len(b), off, end, ErrSplitMessage)
+		}
+		off = end
+	}
+	return nil
 }
 
 // process is the processing goroutine.
@@ -280,7 +299,8 @@ func later(a, b time.Time) time.Time {
 	return b
 }
 
-// hold ends the session after 2.5 keepalive intervals without a message.
+// hold ends the session after 2.5 keepalive intervals without a KEEPALIVE,
+// whatever else arrives: the deployed peer's timer is fed by keepalives.
 func (p *Peer) hold(ctx context.Context) error {
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
@@ -293,8 +313,8 @@ func (p *Peer) hold(ctx context.Context) error {
 			if ka == 0 {
 				ka = p.cfg.Keepalive
 			}
-			if silent := now.Sub(time.Unix(0, p.lastMsg.Load())); silent > ka*5/2 {
-				err := fmt.Errorf("%w: nothing for %v (interval %v)", ErrHold, silent.Round(time.Millisecond), ka)
+			if silent := now.Sub(time.Unix(0, p.lastKA.Load())); silent > ka*5/2 {
+				err := fmt.Errorf("%w: no KEEPALIVE for %v (interval %v)", ErrHold, silent.Round(time.Millisecond), ka)
 				if why, ok := p.stopped.Load().(error); ok {
 					err = errors.Join(why, err)
 				}

@@ -36,6 +36,9 @@ type PeerJSON struct {
 	Paced            bool              `json:"paced"`
 	PacedSeconds     float64           `json:"paced_seconds"`
 	BacklogBytes     int               `json:"backlog_bytes"`
+	// StaleUntil is set for a peer whose routes are held for its graceful
+	// restart (state STALE) until then.
+	StaleUntil *time.Time `json:"stale_until,omitempty"`
 }
 
 // PeersJSON is the body of /api/v1/peers.
@@ -174,6 +177,10 @@ func peerJSON(p metalbond.PeerInfo, now time.Time) PeerJSON {
 		t := p.EstablishedAt
 		j.EstablishedAt = &t
 		j.UptimeSeconds = now.Sub(t).Round(time.Millisecond).Seconds()
+	}
+	if !p.StaleUntil.IsZero() {
+		t := p.StaleUntil
+		j.StaleUntil = &t
 	}
 	if j.Subscriptions == nil {
 		j.Subscriptions = []route.VNI{}

@@ -27,6 +27,15 @@ func TestClusterMetrics(t *testing.T) {
 	b := startMember(t, endpoint, "b")
 	ma := New(Options{Server: a.srv, Cluster: a.m.Stats})
 	mb := New(Options{Server: b.srv, Cluster: b.m.Stats})
+	// b is to learn a's routes through its watch: a member is ready once
+	// it has listed the cluster's keys and watches from there. Routes
+	// written before b listed would reach it in the listing instead.
+	waitFor(t, func() error {
+		if !a.m.Ready() || !b.m.Ready() {
+			return fmt.Errorf("members not ready: a %v, b %v", a.m.Ready(), b.m.Ready())
+		}
+		return nil
+	})
 
 	c, err := metalbond.NewClient(metalbond.ClientConfig{Servers: []string{a.addr}, Keepalive: time.Second, RetryMin: 10 * time.Millisecond})
 	if err != nil {
@@ -119,7 +128,7 @@ type member struct {
 
 func startMember(t *testing.T, endpoint, id string) member {
 	t.Helper()
-	m, err := cluster.New(cluster.Config{Endpoints: []string{endpoint}, ServerID: id, LeaseTTL: 2 * time.Second})
+	m, err := cluster.New(cluster.Config{Endpoints: []string{endpoint}, ServerID: id})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -215,6 +215,9 @@ func (c *sessionCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, p := range peers {
 		byState[[2]string{p.State, p.Direction}]++
 		dirs[p.Direction] = true
+		if p.State == "STALE" {
+			continue // no session: only counted (graceful restart, routes held)
+		}
 		queued += p.QueueBytes
 		maxQueued = max(maxQueued, p.QueueBytes)
 		if p.Remote != "" {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -155,6 +156,19 @@ func (b *bed) client(subs []route.VNI, routes ...string) *metalbond.Client {
 	return c
 }
 
+// waitSubscribers waits until the server has n subscribers for vni.
+func (b *bed) waitSubscribers(vni route.VNI, n int) {
+	b.t.Helper()
+	waitFor(b.t, func() error {
+		for _, v := range b.srv.VNIs() {
+			if v.VNI == vni && v.Subscribers == n {
+				return nil
+			}
+		}
+		return fmt.Errorf("server VNIs %+v, want %d subscribers of %d", b.srv.VNIs(), n, vni)
+	})
+}
+
 func waitFor(t *testing.T, check func() error) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -184,9 +198,15 @@ func TestServerMetrics(t *testing.T) {
 
 	b.client([]route.VNI{23}, "23#10.0.1.0/24#2001:db8::1", "23#10.0.2.0/24#2001:db8::1", "100#2001:db8:100::/64#2001:db8::2#LB")
 	b.client([]route.VNI{23, 100}, "23#10.0.1.0/24#2001:db8::9")
+	// Each client is ready once its session is up; wait until the server
+	// has handled everything both sent.
+	want := []metalbond.VNIInfo{
+		{VNI: 23, Routes: 3, Prefixes: 2, Subscribers: 2},
+		{VNI: 100, Routes: 1, Prefixes: 1, Subscribers: 1},
+	}
 	waitFor(t, func() error {
-		if v := b.srv.VNIs(); len(v) != 2 || v[0].Routes != 3 {
-			return fmt.Errorf("server VNIs %+v", v)
+		if v := b.srv.VNIs(); !slices.Equal(v, want) {
+			return fmt.Errorf("server VNIs %+v, want %+v", v, want)
 		}
 		return nil
 	})
@@ -225,6 +245,9 @@ func TestServerMetrics(t *testing.T) {
 	if got := g.series("metalbond_protocol_errors_total"); len(got) != len(protocolErrorKinds) {
 		t.Errorf("protocol error kinds: %v", got)
 	}
+	if got := g.series("metalbond_refused_total"); len(got) != 6 || g.value(t, "metalbond_refused_total", "reason=nexthop_not_ipv6") != 0 {
+		t.Errorf("refusal reasons: %v", got)
+	}
 	if got := g.series("metalbond_peer_routes"); len(got) != 2 {
 		t.Errorf("peer_routes series: %v", got)
 	}
@@ -239,7 +262,7 @@ func TestServerMetrics(t *testing.T) {
 // checkLabels enforces bounded cardinality: no route-level labels.
 func checkLabels(t *testing.T, g gathered) {
 	t.Helper()
-	allowed := map[string]bool{"state": true, "direction": true, "vni": true, "type": true, "kind": true, "peer": true, "version": true, "role": true, "server": true}
+	allowed := map[string]bool{"state": true, "direction": true, "vni": true, "type": true, "kind": true, "reason": true, "peer": true, "version": true, "role": true, "server": true}
 	for name, mf := range g {
 		if !strings.HasPrefix(name, "metalbond_") {
 			continue
@@ -346,12 +369,16 @@ func TestFanoutHistogram(t *testing.T) {
 	b := newBedConfig(t, metalbond.ServerConfig{Keepalive: time.Second, ObserveFanout: fanout.Observe})
 	m := New(Options{Server: b.srv, Fanout: fanout})
 	b.client([]route.VNI{23})
+	// The client is ready once its session is up, but its SUBSCRIBE may
+	// still be on its way: routes that arrive before it reach the
+	// subscriber as its initial table, which is not a fan-out.
+	b.waitSubscribers(23, 1)
 	routes := make([]string, 300)
 	for i := range routes {
 		routes[i] = fmt.Sprintf("23#10.0.%d.%d/32#2001:db8::1", i/256, i%256)
 	}
 	b.client(nil, routes...)
-	// The server samples about one update in 64.
+	// The server samples one update in 64: 300 fanned out give 4 samples.
 	waitFor(t, func() error {
 		if n := gather(t, m).value(t, "metalbond_update_fanout_seconds"); n < 1 {
 			return fmt.Errorf("%v fan-outs observed", n)

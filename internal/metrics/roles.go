@@ -25,13 +25,15 @@ var (
 		"UPDATE messages received from peers.")
 	descUpdatesSent = desc("updates_sent_total",
 		"UPDATE messages queued to subscribers, including the initial table sent on SUBSCRIBE.")
+	descRefused = desc("refused_total",
+		"Connections and messages the server refused and ignored with the session kept, by reason: a limit (connections, connections_per_ip, routes_per_peer, routes_per_vni, subscriptions_per_peer) or nexthop_not_ipv6.", "reason")
 )
 
 // serverCollector reports a server's cumulative counters.
 type serverCollector struct{ srv *metalbond.Server }
 
 func (c *serverCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descAccepted, descHandshakeFailures, descProtocolErrors, descSlowPeers, descUpdatesReceived, descUpdatesSent} {
+	for _, d := range []*prometheus.Desc{descAccepted, descHandshakeFailures, descProtocolErrors, descSlowPeers, descUpdatesReceived, descUpdatesSent, descRefused} {
 		ch <- d
 	}
 }
@@ -46,6 +48,9 @@ func (c *serverCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descUpdatesSent, st.UpdatesSent)
 	for _, k := range protocolErrorKinds {
 		counter(descProtocolErrors, st.ProtocolErrors[k], k)
+	}
+	for k, v := range st.Refused { // every reason, 0 included
+		counter(descRefused, v, k)
 	}
 	// Kinds the library may add later.
 	for k, v := range st.ProtocolErrors {

@@ -103,6 +103,31 @@ func (t *Table) Len() int {
 	return n
 }
 
+// CountSources returns the number of routes held by at least one of srcs,
+// each route counted once. It costs O(VNIs) for one source, and O(routes of
+// the sources after the first) for more.
+func (t *Table) CountSources(srcs ...SourceID) int {
+	n := 0
+	for _, ls := range t.snapshot() {
+		ls.mu.Lock()
+		for i, src := range srcs {
+			if i == 0 {
+				n += ls.s.SourceLen(src)
+				continue
+			}
+			ls.s.RangeSource(src, func(p netip.Prefix, nh route.NextHop) bool {
+				h := ls.s.Holders(p, nh)
+				if !slices.ContainsFunc(srcs[:i], h.Has) {
+					n++
+				}
+				return true
+			})
+		}
+		ls.mu.Unlock()
+	}
+	return n
+}
+
 // VNIs returns the VNIs that have routes, in increasing order.
 func (t *Table) VNIs() []route.VNI {
 	var vnis []route.VNI

@@ -220,3 +220,31 @@ func TestTableConcurrent(t *testing.T) {
 		}
 	}
 }
+
+func TestCountSources(t *testing.T) {
+	tb := New()
+	r1 := mustRoute(t, "1#10.0.1.0/24#2001:db8::1")
+	r2 := mustRoute(t, "1#10.0.2.0/24#2001:db8::1")
+	r3 := mustRoute(t, "2#10.0.3.0/24#2001:db8::1")
+	tb.Add(r1, 1)
+	tb.Add(r2, 1)
+	tb.Add(r3, 1)
+	tb.Add(r1, 2) // held by both
+	tb.Add(r3, 3)
+	for _, tc := range []struct {
+		srcs []SourceID
+		want int
+	}{
+		{nil, 0},
+		{[]SourceID{1}, 3},
+		{[]SourceID{2}, 1},
+		{[]SourceID{2, 1}, 3},
+		{[]SourceID{1, 2, 3}, 3},
+		{[]SourceID{2, 3}, 2},
+		{[]SourceID{4}, 0},
+	} {
+		if got := tb.CountSources(tc.srcs...); got != tc.want {
+			t.Errorf("CountSources(%v) = %d, want %d", tc.srcs, got, tc.want)
+		}
+	}
+}

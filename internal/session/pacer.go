@@ -25,13 +25,12 @@ type pacing struct {
 	once sync.Once
 	src  evidenceSource // nil: no evidence, the fallback paces
 
-	st        paceState
-	fb        fallbackState
-	noWindow  bool        // the kernel reports no window: the fallback paces
-	timer     *time.Timer // reused for sleeps
-	stallAt   time.Time   // when a peer not seen reading is given up; zero: not waiting
-	announced bool        // pacing was logged
-	buf       []byte      // the write being assembled
+	st       paceState
+	fb       fallbackState
+	noWindow bool        // the kernel reports no window: the fallback paces
+	timer    *time.Timer // reused for sleeps
+	stallAt  time.Time   // when a peer not seen reading is given up; zero: not waiting
+	buf      []byte      // the write being assembled
 
 	active  atomic.Bool  // the peer is plain v1 and its writes are paced
 	waited  atomic.Int64 // nanoseconds the writer waited for the peer

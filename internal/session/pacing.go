@@ -38,10 +38,10 @@ package session
 //   - grow: bytes acknowledged while the window grows past anything seen
 //     (after receive-buffer autotuning a Linux receiver grows its window and
 //     acknowledges at once with every arrival) count as unread and are
-//     released at the conservative GrowRate, or at half the rate at which
-//     the peer was seen to read while its window told (ReadRateWindow),
-//     when that is lower: while the window grows it cannot show a reader
-//     that falls behind.
+//     released at the conservative GrowRate, or at half the highest rate
+//     at which the peer was seen to read while its window told
+//     (ReadRateWindow), when that is lower: while the window grows it
+//     cannot show a reader that falls behind.
 //
 // The writer writes while written − read is below Target. When everything
 // is acknowledged and nothing moves, the window may be stale — a receiver
@@ -162,8 +162,10 @@ type paceState struct {
 	slack   int64 // bytes acknowledged without a matching shrink of the window
 	grow    int64 // bytes acknowledged while the window grew
 
-	// The peer's read rate, measured over ReadRateWindow intervals in which
-	// the writer waited for it and the window told (no growth).
+	// The peer's read rate: the highest measured over ReadRateWindow
+	// intervals in which the writer waited for it and the window told (no
+	// growth). A lower measurement says more about what the writer sent
+	// than about the reader.
 	rate       float64 // bytes per second; zero: not measured yet
 	rateAt     time.Time
 	rateRead   int64 // read at rateAt
@@ -221,7 +223,7 @@ func (p *paceParams) decide(st *paceState, s sample, w waiting, now time.Time) d
 		st.grow += dA
 		st.peak = s.Wnd
 		st.slack = 0
-	case s.Wnd >= st.peak-p.OpenSlack:
+	case s.Wnd >= st.peak-p.openSlack(st.peak):
 		st.slack = 0
 	default:
 		// Bytes acknowledged without the window shrinking as much may
@@ -275,12 +277,7 @@ func (p *paceParams) measureRate(st *paceState, now time.Time) {
 		return
 	}
 	if st.rateWaited {
-		r := float64(st.read-st.rateRead) / dt.Seconds()
-		if st.rate == 0 {
-			st.rate = r
-		} else {
-			st.rate = (st.rate + r) / 2
-		}
+		st.rate = max(st.rate, float64(st.read-st.rateRead)/dt.Seconds())
 	}
 	st.rateAt, st.rateRead, st.rateWaited = now, st.read, false
 }
@@ -313,6 +310,13 @@ func (p *paceParams) allow(st *paceState, s sample, w waiting, backlog int, now 
 	gap := min(p.ProbeAfter<<min(st.probes, 10), p.ProbeMaxGap)
 	switch {
 	case room >= w.Next && room >= min(limit, p.MinChunk):
+		if room < limit && room >= 2*p.MinChunk {
+			// The writer will wait after this: leave it in two
+			// segments. A receiver that takes one small segment may
+			// acknowledge it only when its delayed-ACK timer fires;
+			// after two it acknowledges as soon as it has read them.
+			return room / 2, false
+		}
 		return min(limit, room), false
 	case s.Outq == 0 && now.Sub(st.lastAt) >= gap && backlog+probeSize <= p.Target+p.ProbeSlack:
 		// Everything is acknowledged and nothing moves: the window may
@@ -321,6 +325,12 @@ func (p *paceParams) allow(st *paceState, s sample, w waiting, backlog int, now 
 	}
 	return 0, false
 }
+
+// openSlack is how far below the largest window a window still counts as
+// open: OpenSlack, or a sixteenth of a large window (a receiver whose
+// buffer has grown to megabytes moves its window by more than a few
+// kilobytes for reasons of its own, such as the truesize of small segments).
+func (p *paceParams) openSlack(peak int) int { return max(p.OpenSlack, peak/16) }
 
 // wrote records that n bytes were written after a decision that allowed
 // them.

@@ -165,6 +165,8 @@ type Session struct {
 	msgsIn     [7]atomic.Uint64 // by wire.Type
 
 	pacing pacing // writes to plain v1 peers (pacing.go)
+
+	finishing atomic.Bool // set by Finish: no more keepalives
 }
 
 // New prepares a session over conn. Nothing happens until Run.
@@ -371,6 +373,9 @@ func (s *Session) Info() Info {
 // any other frame. Our own messages are encodable: Config is checked by
 // its users (a HELLO name over 255 bytes is refused by NewClient).
 func (s *Session) sendPrio(m wire.Message) {
+	if _, ok := m.(wire.Keepalive); ok && s.finishing.Load() {
+		return // Finish: nothing may follow the end of stream
+	}
 	frame, err := wire.AppendFrame(nil, m)
 	if err != nil {
 		s.fail(fmt.Errorf("encode %T: %w", m, err))

@@ -149,3 +149,40 @@ func checkPaced(t *testing.T, client, server net.Conn) {
 	}
 	t.Logf("%d routes in %d writes, %d reads, largest read %d bytes", n, writes, peer.Stats.Reads.Load(), peer.Stats.MaxRead.Load())
 }
+
+// TestWriteCheckCatchesUnpacedWrites checks the check: an unpaced writer
+// (NoPaceV1) makes writes that it reports.
+func TestWriteCheckCatchesUnpacedWrites(t *testing.T) {
+	client, server := testpeer.TCPPair(t)
+	cc := &checkedConn{TCPConn: server.(*net.TCPConn)}
+	h := newRecorder()
+	s := New(cc, Config{Role: RoleServer, NoPaceV1: true}, h)
+	ctx, cancel := context.WithCancel(context.Background())
+	sdone := make(chan error, 1)
+	go func() { sdone <- s.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-sdone
+	}()
+	hello, _ := wire.AppendFrame(nil, wire.Hello{Keepalive: 5})
+	ka, _ := wire.AppendFrame(nil, wire.Keepalive{})
+	client.Write(append(hello, ka...))
+	wait(t, h.established)
+	var frames []byte
+	for i := range 20_000 {
+		frames = wire.AppendUpdate(frames, wire.ActionAdd, testRoute(i))
+	}
+	s.Send(frames, 20_000)
+	buf := make([]byte, 1<<20)
+	for got := 0; got < len(frames); {
+		client.SetReadDeadline(time.Now().Add(10 * time.Second))
+		n, err := client.Read(buf)
+		if err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		got += n
+	}
+	if _, violations := cc.result(); len(violations) == 0 {
+		t.Fatal("an unpaced writer of 760 KB kept every rule: the check checks nothing")
+	}
+}

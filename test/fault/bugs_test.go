@@ -66,10 +66,11 @@ func TestRestartedClientLosesItsWithdrawnRoutes(t *testing.T) {
 	before.send(wire.Subscribe{VNI: 9})
 	before.update(wire.ActionAdd, rs)
 	before.send(wire.EndOfSync{Announcements: true})
-	time.Sleep(100 * time.Millisecond)
+	handled(t, before, 90)
 	before.close() // the server keeps its routes as stale
 	waitFor(t, "the first session's routes kept as stale", func() bool {
-		return len(srv.Peers()) == 0 && srv.Stats().StaleRoutes == len(rs)
+		ps := srv.Peers() // the ended session is listed as STALE
+		return len(ps) == 1 && ps[0].State == "STALE" && srv.Stats().StaleRoutes == len(rs)
 	})
 
 	after, err := dialRaw(addr, ourHello("fault-bug-host"))
@@ -87,10 +88,29 @@ func TestRestartedClientLosesItsWithdrawnRoutes(t *testing.T) {
 	if got := srv.Routes(9); len(got) != 1 || got[0].Route != rs[0] {
 		t.Fatalf("server table: %v, want only %s", got, rs[0])
 	}
-	time.Sleep(200 * time.Millisecond) // a REMOVE on its way
+	// A REMOVE for rs[1] would have been queued to after while the server
+	// handled its END_OF_SYNC, before what after sends next.
+	handled(t, after, 90)
 	got, _, _ := after.snapshot()
 	if _, ok := got[rs[1]]; ok {
 		t.Fatalf("the returning client still has %s, which it no longer announces and the server has withdrawn", rs[1])
+	}
+}
+
+// handled waits until the server has handled everything p sent so far,
+// and sent p what that made it send: it subscribes p to the otherwise
+// unused marker VNI and waits for its END_OF_SYNC (the server handles a
+// peer's messages in order and queues to it in order; p must be reading,
+// have negotiated END_OF_SYNC, and the server run with SyncDelay -1).
+func handled(t testing.TB, p *rawPeer, marker route.VNI) {
+	t.Helper()
+	n := p.eosCount(marker)
+	if err := p.send(wire.Subscribe{VNI: marker}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, fmt.Sprintf("END_OF_SYNC of marker VNI %d", marker), func() bool { return p.eosCount(marker) > n })
+	if err := p.send(wire.Unsubscribe{VNI: marker}); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -78,6 +78,7 @@ type client struct {
 
 type clientOpts struct {
 	name     string // --name, which identifies it to servers
+	unnamed  bool   // give no --name (name is then only used in logs)
 	servers  []string
 	subs     []route.VNI
 	routes   []route.Route // announced
@@ -134,7 +135,10 @@ func (c *client) writeConfig(t testing.TB) {
 		routes = append(routes, r.String())
 	}
 	list("announce", routes)
-	fmt.Fprintf(&b, "name: %q\nhttp: %q\n", c.opts.name, c.http)
+	if !c.opts.unnamed {
+		fmt.Fprintf(&b, "name: %q\n", c.opts.name)
+	}
+	fmt.Fprintf(&b, "http: %q\n", c.http)
 	if err := os.WriteFile(c.config, []byte(b.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}

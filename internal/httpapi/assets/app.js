@@ -97,6 +97,7 @@
     fill($("peers").tBodies[0], peers.map((p) => el("tr", null,
       td(p.id, "num"), td(p.remote, "mono"), td(p.direction),
       el("td", null, el("span", { class: "state s-" + p.state }, p.state),
+        p.stale_until ? el("span", { class: "paced", title: "routes held for the peer's graceful restart" }, "until " + new Date(p.stale_until).toLocaleTimeString()) : null,
         p.paced ? el("span", { class: "paced", title: "plain v1 peer, writes paced; unread at most " + bytes(p.backlog_bytes) }, "paced") : null),
       td(p.established_at ? duration(p.uptime_seconds) : "–", "num"),
       td(p.keepalive_seconds ? p.keepalive_seconds + "s" : "–", "num"),
