@@ -26,10 +26,9 @@ type queue struct {
 	// prio holds frames that jump the queue (keepalives): they are written
 	// before segs, so route work never starves keepalives.
 	prio []byte
-	// prioKeepalive is set while prio ends with a KEEPALIVE that the writer
-	// has not taken; coalesced counts the keepalives folded into it.
-	prioKeepalive bool
-	coalesced     int
+	// keepalives counts the KEEPALIVE answers in prio, which the writer
+	// has not taken.
+	keepalives int
 	// dues record, for runs of the route data waiting in segs, when
 	// their first bytes were queued and how many bytes were pending ahead
 	// of them then; takenDues are those of the writer's take, of which it
@@ -88,7 +87,6 @@ func (q *queue) push(fn func([]byte) []byte, prio bool) (pending int, ok bool) {
 	}
 	if prio {
 		q.prio = fn(q.prio)
-		q.prioKeepalive = false
 	} else {
 		if !q.tailOwned || len(q.segs[len(q.segs)-1].b) >= chunkSize {
 			q.segs = append(q.segs, segment{b: (*chunkPool.Get().(*[]byte))[:0], owned: true})
@@ -127,28 +125,27 @@ func (q *queue) pushShared(b []byte) (pending int, ok bool) {
 	return pending, true
 }
 
-// pushKeepalive queues a KEEPALIVE frame as a priority frame, unless one
-// already waits untaken: then the two are one (either resets the peer's
-// hold timer), and coalesced, the number of keepalives folded into the
-// waiting one, grows. A peer that sends keepalives faster than it reads
-// them so costs us four bytes, not a queue; the session closes it when
-// coalesced passes a bound (Session.echoKeepalive).
-func (q *queue) pushKeepalive(frame []byte) (pending, coalesced int, ok bool) {
+// pushKeepalive queues a KEEPALIVE frame as a priority frame, unless max
+// of them already wait untaken: then it queues nothing and reports false
+// for flood. A peer that sends keepalives faster than it reads the answers
+// so costs us at most max frames, and the session closes it
+// (Session.sendKeepalive).
+func (q *queue) pushKeepalive(frame []byte, max int) (pending int, ok, flood bool) {
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()
-		return 0, 0, false
+		return 0, false, false
 	}
-	if q.prioKeepalive {
-		q.coalesced++
-	} else {
-		q.prio = append(q.prio, frame...)
-		q.prioKeepalive = true
+	if q.keepalives >= max {
+		q.mu.Unlock()
+		return 0, true, true
 	}
-	pending, coalesced = q.queued+len(q.prio)+q.inflight, q.coalesced
+	q.prio = append(q.prio, frame...)
+	q.keepalives++
+	pending = q.queued + len(q.prio) + q.inflight
 	q.mu.Unlock()
 	q.signal()
-	return pending, coalesced, true
+	return pending, true, false
 }
 
 // due is a run of route data in the queue: from offset start of the
@@ -235,7 +232,7 @@ func (q *queue) take() (prio []byte, segs []segment) {
 	q.takenMarks, q.marks = q.marks, q.takenMarks[:0]
 	q.takenDues, q.dues = q.dues, q.takenDues[:0]
 	q.takeWritten, q.takePrioN = 0, len(prio)
-	q.prio, q.prioKeepalive, q.coalesced = nil, false, 0
+	q.prio, q.keepalives = nil, 0
 	q.segs, q.spare = q.spare[:0], nil
 	q.tailOwned = false
 	q.inflight = len(prio) + q.queued
@@ -251,7 +248,7 @@ func (q *queue) takePrio() []byte {
 	if len(p) == 0 {
 		return nil
 	}
-	q.prio, q.prioKeepalive, q.coalesced = nil, false, 0
+	q.prio, q.keepalives = nil, 0
 	q.inflight += len(p)
 	q.takePrioN += len(p)
 	return p

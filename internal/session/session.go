@@ -33,17 +33,17 @@ var (
 	ErrQueueFull = errors.New("send queue over its memory bound")
 	// ErrClosed: the session was closed locally.
 	ErrClosed = errors.New("session closed")
-	// ErrKeepaliveFlood: the peer sent more than maxCoalesced KEEPALIVEs
-	// while our answer to an earlier one was still waiting to be written:
-	// it sends keepalives faster than it reads.
+	// ErrKeepaliveFlood: the peer sent a KEEPALIVE while
+	// maxKeepaliveAnswers answers to its earlier ones were still waiting
+	// to be written: it sends keepalives faster than it reads.
 	ErrKeepaliveFlood = errors.New("peer sends keepalives faster than it reads the answers")
 )
 
-// maxCoalesced bounds the KEEPALIVEs a peer may send while our answer to an
-// earlier one waits to be written. A peer keeping to the agreed interval (at
-// least a second) would take longer than any write timeout to send this
-// many.
-const maxCoalesced = 64
+// maxKeepaliveAnswers bounds the answers to a peer's KEEPALIVEs that wait
+// to be written. Every KEEPALIVE is answered with one (as a deployed v1
+// server does); a peer keeping to the agreed interval (at least a second)
+// would take longer than any write timeout to have this many waiting.
+const maxKeepaliveAnswers = 64
 
 // Config configures a Session. Zero fields take the defaults noted.
 type Config struct {
@@ -388,15 +388,14 @@ func (s *Session) sendPrio(m wire.Message) {
 // keepaliveFrame is an encoded KEEPALIVE: a header and no body.
 var keepaliveFrame = []byte{wire.Version, 0, 0, byte(wire.TypeKeepalive)}
 
-// sendKeepalive queues a KEEPALIVE, folded into one that waits untaken
-// (queue.pushKeepalive). It reports an error when the peer has sent more
-// keepalives than maxCoalesced while one waited.
+// sendKeepalive queues a KEEPALIVE. It reports an error, and queues
+// nothing, when maxKeepaliveAnswers wait to be written already.
 func (s *Session) sendKeepalive() error {
-	pending, coalesced, ok := s.q.pushKeepalive(keepaliveFrame)
-	s.queued(pending, ok, 0)
-	if coalesced > maxCoalesced {
-		return fmt.Errorf("%w: %d keepalives while one answer waited", ErrKeepaliveFlood, coalesced)
+	pending, ok, flood := s.q.pushKeepalive(keepaliveFrame, maxKeepaliveAnswers)
+	if flood {
+		return fmt.Errorf("%w: %d answers waiting", ErrKeepaliveFlood, maxKeepaliveAnswers)
 	}
+	s.queued(pending, ok, 0)
 	return nil
 }
 

@@ -59,7 +59,7 @@ func (s *Session) keepaliveLoop() {
 		case <-s.done:
 			return
 		case <-t.C:
-			s.sendKeepalive() // coalesced while one waits: never an error that matters here
+			s.sendKeepalive() // our own, one per interval: never a flood
 		}
 	}
 }
