@@ -271,7 +271,7 @@ func TestHostileGracefulRestartSessions(t *testing.T) {
 		conn.Write(b)
 		waitMessages(t, srv, "UPDATE", uint64((s+1)*50))
 		conn.Close()
-		waitFor(t, func() bool { return len(srv.Peers()) == 0 })
+		waitFor(t, func() bool { return connected(srv) == 0 })
 	}
 	if got := held(); got != 50 {
 		t.Errorf("server holds %d routes of the client after five sessions, want 50 (its limit)", got)
