@@ -183,8 +183,8 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 			return nil, fmt.Errorf("server address %q: listed twice", s)
 		}
 	}
-	if cfg.Keepalive < 0 || (cfg.Keepalive > 0 && cfg.Keepalive < time.Second) {
-		return nil, fmt.Errorf("keepalive %v: must be at least 1s", cfg.Keepalive)
+	if err := cfg.validate(); err != nil {
+		return nil, err
 	}
 	if cfg.Keepalive == 0 {
 		cfg.Keepalive = DefaultKeepalive

@@ -3,6 +3,7 @@ package metalbond
 import (
 	"log/slog"
 	"net"
+	"slices"
 	"time"
 
 	"github.com/metalbond/metalbond/internal/routetable"
@@ -139,6 +140,87 @@ func (s *Server) StaleRoutes() int {
 		n += countSource(sp.id, sp.announced)
 	}
 	return n
+}
+
+// staleShare is what the earlier sessions of a peer, kept for graceful
+// restart, hold: their routes count against the peer's route limit, so that
+// reconnecting does not multiply it. It is owned by the session's reader
+// goroutine.
+type staleShare struct {
+	loaded bool
+	key    string
+	ids    []routetable.SourceID // the stale sessions
+	counts []int                 // the routes each holds (fixed once stale)
+	routes int                   // the sum of counts
+	// reannounced counts the routes the peer holds that a stale session
+	// holds too: they are counted once.
+	reannounced int
+}
+
+// holds reports whether one of the stale sessions holds the route whose
+// holders are h.
+func (sh *staleShare) holds(h routetable.Holders) bool {
+	for _, id := range sh.ids {
+		if h.Has(id) {
+			return true
+		}
+	}
+	return false
+}
+
+// loadStale counts what the stale sessions of p's key hold, once, when p
+// first announces (before it holds any VNI's lock).
+func (p *serverPeer) loadStale() {
+	if p.stale.loaded {
+		return
+	}
+	s := p.srv
+	sh := staleShare{loaded: true, key: p.key()}
+	s.staleMu.Lock()
+	list := slices.Clone(s.stale[sh.key])
+	s.staleMu.Unlock()
+	for _, sp := range list {
+		n := 0
+		for _, st := range sp.announced {
+			st.mu.Lock()
+			n += st.routes.SourceLen(sp.id)
+			st.mu.Unlock()
+		}
+		sh.ids, sh.counts, sh.routes = append(sh.ids, sp.id), append(sh.counts, n), sh.routes+n
+	}
+	p.stale = sh
+}
+
+// heldRoutes returns the routes p counts against Limits.MaxRoutesPerPeer:
+// its own and those its earlier sessions still hold for graceful restart.
+// Stale sessions whose time ran out since loadStale stop counting.
+func (p *serverPeer) heldRoutes() int {
+	sh := &p.stale
+	if len(sh.ids) > 0 {
+		alive := p.srv.staleAlive(sh.key)
+		for i := 0; i < len(sh.ids); {
+			if alive[sh.ids[i]] {
+				i++
+				continue
+			}
+			sh.routes -= sh.counts[i]
+			sh.ids = slices.Delete(sh.ids, i, i+1)
+			sh.counts = slices.Delete(sh.counts, i, i+1)
+		}
+		sh.reannounced = min(sh.reannounced, sh.routes)
+	}
+	return p.routes + sh.routes - sh.reannounced
+}
+
+// staleAlive returns the sessions still kept for key.
+func (s *Server) staleAlive(key string) map[routetable.SourceID]bool {
+	s.staleMu.Lock()
+	defer s.staleMu.Unlock()
+	alive := make(map[routetable.SourceID]bool, len(s.stale[key]))
+	for _, sp := range s.stale[key] {
+		alive[sp.id] = true
+	}
+	return alive
 }
 
 // countSource returns the number of routes id holds in vnis.

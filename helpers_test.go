@@ -216,3 +216,15 @@ func manyRoutes(vni route.VNI, n int, nexthop string) []route.Route {
 	}
 	return out
 }
+
+// connected returns how many peers of srv have a session (Peers also lists
+// the peers whose routes are held for graceful restart, as STALE).
+func connected(srv *metalbond.Server) int {
+	n := 0
+	for _, p := range srv.Peers() {
+		if p.State != "STALE" {
+			n++
+		}
+	}
+	return n
+}

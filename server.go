@@ -61,8 +61,8 @@ type ServerConfig struct {
 	// once, use NoSyncDelay (any negative value): the command line's
 	// --sync-delay 0 is NoSyncDelay here.
 	SyncDelay time.Duration
-	// Limits bound what peers may make the server hold. Zero fields are
-	// unlimited.
+	// Limits bound what peers may make the server hold. Zero fields take
+	// the defaults of DefaultLimits; Unlimited turns a limit off.
 	Limits Limits
 	// Authorizer, if set, decides what each peer may announce and
 	// subscribe to. Without one every peer may do everything, as in v1.
@@ -141,8 +141,8 @@ type serverCounters struct {
 
 // NewServer returns a Server configured by cfg.
 func NewServer(cfg ServerConfig) (*Server, error) {
-	if cfg.Keepalive < 0 || (cfg.Keepalive > 0 && cfg.Keepalive < time.Second) {
-		return nil, fmt.Errorf("keepalive %v: must be at least 1s", cfg.Keepalive)
+	if err := cfg.validate(); err != nil {
+		return nil, err
 	}
 	if cfg.Keepalive == 0 {
 		cfg.Keepalive = DefaultKeepalive
@@ -156,9 +156,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.SyncDelay == 0 {
 		cfg.SyncDelay = 10 * time.Second
 	}
-	if err := cfg.Limits.validate(); err != nil {
-		return nil, err
-	}
+	cfg.Limits.setDefaults()
 	return &Server{
 		cfg:       cfg,
 		log:       cfg.Logger,
@@ -267,9 +265,12 @@ type serverPeer struct {
 	batch     []byte    // encoded UPDATEs of the batch, not yet fanned out
 	batchN    int       // UPDATEs in batch
 	routes    int       // routes p holds, counted when Limits.MaxRoutesPerPeer is set
+	stale     staleShare
+	logs      logLimiter // rate-limits the log lines p's messages trigger
 }
 
 func (s *Server) servePeer(ctx context.Context, conn net.Conn) {
+	accepted := time.Now()
 	p := &serverPeer{
 		srv:       s,
 		id:        routetable.SourceID(s.nextID.Add(1)),
@@ -284,7 +285,8 @@ func (s *Server) servePeer(ctx context.Context, conn net.Conn) {
 	p.sess = session.New(conn, session.Config{
 		Role:             session.RoleServer,
 		Keepalive:        s.cfg.Keepalive,
-		HandshakeTimeout: s.cfg.Limits.HandshakeTimeout,
+		HandshakeTimeout: s.handshakeTimeout(),
+		Accepted:         accepted, // the timeout bounds TLS and v1 together
 		WriteTimeout:     s.cfg.WriteTimeout,
 		MaxQueue:         s.cfg.MaxQueue,
 		HighWater:        s.cfg.HighWater,
@@ -347,11 +349,7 @@ func (s *Server) authorize(ctx context.Context, conn net.Conn) (Permissions, err
 	if tc, ok := conn.(interface {
 		HandshakeContext(context.Context) error
 	}); ok {
-		timeout := s.cfg.Limits.HandshakeTimeout
-		if timeout <= 0 {
-			timeout = s.cfg.Keepalive * 5 / 2
-		}
-		hctx, cancel := context.WithTimeout(ctx, timeout)
+		hctx, cancel := context.WithTimeout(ctx, s.handshakeTimeout())
 		defer cancel()
 		if err := tc.HandshakeContext(hctx); err != nil {
 			return nil, fmt.Errorf("TLS handshake: %w", err)
@@ -363,7 +361,7 @@ func (s *Server) authorize(ctx context.Context, conn net.Conn) (Permissions, err
 // countClose classifies why a session ended for the statistics.
 func (s *Server) countClose(err error, established bool) {
 	switch {
-	case errors.Is(err, session.ErrStalled), errors.Is(err, session.ErrQueueFull):
+	case errors.Is(err, session.ErrStalled), errors.Is(err, session.ErrQueueFull), errors.Is(err, session.ErrKeepaliveFlood):
 		s.stats.slowPeersDropped.Add(1)
 	case !established && (errors.Is(err, session.ErrHandshakeTimeout) || isProtocolError(err)):
 		s.stats.handshakeFailures.Add(1)
@@ -387,11 +385,11 @@ func (p *serverPeer) Handle(_ *session.Session, m wire.Message) error {
 	case wire.Subscribe:
 		if p.perms != nil && !p.perms.MaySubscribe(m.VNI) {
 			p.srv.stats.authRefusedMsgs.Add(1)
-			p.log.Warn("subscription refused by policy", "vni", m.VNI)
+			p.logs.log(p.log, slog.LevelWarn, logPolicySubscribe, "subscription refused by policy", "vni", m.VNI)
 			return nil
 		}
 		if max := p.srv.cfg.Limits.MaxSubscriptionsPerPeer; max > 0 && p.subscriptions() >= max {
-			p.srv.refuse(p.log, limitSubscriptionsPerPeer, "vni", m.VNI)
+			p.refuse(limitSubscriptionsPerPeer, "vni", m.VNI)
 			return nil
 		}
 		p.subscribe(m.VNI)
@@ -400,6 +398,7 @@ func (p *serverPeer) Handle(_ *session.Session, m wire.Message) error {
 	case wire.EndOfSync:
 		if m.Announcements {
 			p.srv.releaseStale(p)
+			p.stale = staleShare{loaded: true}
 		}
 	}
 	return nil
@@ -416,13 +415,13 @@ func (p *serverPeer) HandleUpdate(_ *session.Session, u *wire.Update) error {
 	p.srv.stats.updatesReceived.Add(1)
 	if err := u.Route.NextHop.ValidateUnderlay(); err != nil {
 		p.flush()
-		p.srv.refuse(p.log, refusedNexthopNotIPv6, "vni", u.Route.VNI, "prefix", u.Route.Prefix, "nexthop", u.Route.NextHop.Address)
+		p.refuse(refusedNexthopNotIPv6, "vni", u.Route.VNI, "prefix", u.Route.Prefix, "nexthop", u.Route.NextHop.Address)
 		return nil
 	}
 	if p.perms != nil && !p.perms.MayAnnounce(u.Route.VNI) {
 		p.flush()
 		p.srv.stats.authRefusedMsgs.Add(1)
-		p.log.Warn("update refused by policy", "vni", u.Route.VNI, "prefix", u.Route.Prefix)
+		p.logs.log(p.log, slog.LevelWarn, logPolicyUpdate, "update refused by policy", "vni", u.Route.VNI, "prefix", u.Route.Prefix)
 		return nil
 	}
 	p.update(u.Action, u.Route)
@@ -515,7 +514,7 @@ func (p *serverPeer) subscribe(vni route.VNI) {
 	p.subs[vni] = st
 	p.mu.Unlock()
 	p.srv.stats.updatesSent.Add(uint64(n))
-	p.log.Info("subscribed", "vni", vni, "routes", n)
+	p.logs.log(p.log, slog.LevelInfo, logSubscribed, "subscribed", "vni", vni, "routes", n)
 }
 
 // encodeTable encodes the routes of st as ADD frames and returns them with
@@ -555,7 +554,7 @@ func (p *serverPeer) unsubscribe(vni route.VNI) {
 	st.removeSub(p)
 	st.mu.Unlock()
 	p.srv.dropIfEmpty(vni, st)
-	p.log.Info("unsubscribed", "vni", vni)
+	p.logs.log(p.log, slog.LevelInfo, logUnsubscribed, "unsubscribed", "vni", vni)
 }
 
 func (st *vniState) removeSub(p *serverPeer) {
@@ -568,6 +567,9 @@ func (st *vniState) removeSub(p *serverPeer) {
 
 func (p *serverPeer) update(a wire.Action, r route.Route) {
 	st, ok := p.announced[r.VNI] // read by the only writer: no lock needed
+	if !ok && !p.mayEnterVNI(a, r) {
+		return // refused, or a no-op: no state is created for it
+	}
 	if ok && p.batchVNI != st {
 		p.flush()
 		st.mu.Lock()
@@ -595,9 +597,10 @@ func (p *serverPeer) update(a wire.Action, r route.Route) {
 	// subscriptions, and each subscriber gets one queue operation per
 	// batch instead of one per route.
 	if lim.MaxRoutesPerPeer > 0 || lim.MaxRoutesPerVNI > 0 {
-		if kind, ok := p.checkRouteLimits(st, a, r); !ok {
+		if kind, allowed := p.checkRouteLimits(st, a, r); !allowed {
 			p.flush()
-			p.srv.refuse(p.log, kind, "vni", r.VNI, "prefix", r.Prefix)
+			p.refuse(kind, "vni", r.VNI, "prefix", r.Prefix)
+			p.leaveVNIIfEmpty(r.VNI, st)
 			return
 		}
 	}
@@ -617,6 +620,10 @@ func (p *serverPeer) update(a wire.Action, r route.Route) {
 	}
 	if local {
 		sink.LocalRoute(r, a == wire.ActionAdd)
+	}
+	if a == wire.ActionRemove && changed && st.routes.SourceLen(p.id) == 0 {
+		p.flush()
+		p.leaveVNIIfEmpty(r.VNI, st)
 	}
 	if p.srv.log.Enabled(context.Background(), slog.LevelDebug) {
 		p.flush() // no logging under the VNI's lock
@@ -745,6 +752,7 @@ func (p *serverPeer) dropSubscriptions() {
 func (s *Server) withdrawSource(id routetable.SourceID, vnis map[route.VNI]*vniState, except *serverPeer, log *slog.Logger) {
 	var frame []byte
 	var congested []*session.Session
+	withdrawn, inVNIs := 0, 0
 	for vni, st := range vnis {
 		n := 0
 		st.mu.Lock()
@@ -768,8 +776,11 @@ func (s *Server) withdrawSource(id routetable.SourceID, vnis map[route.VNI]*vniS
 		st.mu.Unlock()
 		s.dropIfEmpty(vni, st)
 		if n > 0 {
-			log.Info("withdrew routes", "vni", vni, "routes", n)
+			withdrawn, inVNIs = withdrawn+n, inVNIs+1
 		}
 		congested = applyBackPressure(congested)
+	}
+	if withdrawn > 0 {
+		log.Info("withdrew routes", "routes", withdrawn, "vnis", inVNIs)
 	}
 }

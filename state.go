@@ -112,8 +112,10 @@ type ServerStats struct {
 	// bad_version, unknown_type, too_large, malformed, invalid,
 	// unexpected_message.
 	ProtocolErrors map[string]uint64
-	// SlowPeersDropped counts peers disconnected because they stalled or
-	// their send queue passed its memory bound.
+	// SlowPeersDropped counts peers disconnected because they stalled (or
+	// left data queued for longer than the write timeout), their send queue
+	// passed its memory bound, or they sent keepalives faster than they
+	// read the answers.
 	SlowPeersDropped uint64
 	UpdatesReceived  uint64
 	// UpdatesSent counts UPDATE messages queued to subscribers.
@@ -124,9 +126,9 @@ type ServerStats struct {
 	AuthRefusedSessions, AuthRefusedMessages uint64
 	// Refused counts connections and messages refused by Limits, by limit:
 	// connections, connections_per_ip, routes_per_peer, routes_per_vni,
-	// subscriptions_per_peer; and UPDATEs refused because their nexthop is
-	// not an IPv6 address: nexthop_not_ipv6 (the session stays up, as for
-	// a limit).
+	// subscriptions_per_peer, vnis_per_peer; and UPDATEs refused because
+	// their nexthop is not an IPv6 address: nexthop_not_ipv6 (the session
+	// stays up, as for a limit).
 	Refused map[string]uint64
 	// StaleRoutes is the number of routes currently kept for peers in
 	// graceful restart.

@@ -93,6 +93,7 @@ func TestUsageErrors(t *testing.T) {
 		{"server missing host", []string{"client", "--server", ":4711"}, `invalid --server ":4711": missing host`},
 		{"bad client keepalive", []string{"client", "--server", "[::1]:4711", "--keepalive", "x"}, `invalid --keepalive "x"`},
 		{"keepalive zero", []string{"server", "--keepalive", "0"}, `invalid --keepalive "0": must be at least 1 second`},
+		{"keepalive overflow", []string{"server", "--keepalive", "2000000000"}, `invalid --keepalive "2000000000": must be at most 3600 seconds`},
 		{"negative limit", []string{"server", "--max-routes-per-vni", "-5"}, `invalid --max-routes-per-vni "-5": must not be negative`},
 		{"bad graceful restart", []string{"server", "--graceful-restart", "soon"}, `invalid --graceful-restart "soon"`},
 		{"bad sync delay", []string{"server", "--sync-delay", "-1s"}, `invalid --sync-delay "-1s"`},
@@ -138,19 +139,23 @@ func TestUsageErrors(t *testing.T) {
 }
 
 func TestServerConfig(t *testing.T) {
+	unlimitedRoutes := metalbond.DefaultLimits
+	unlimitedRoutes.MaxRoutesPerPeer = metalbond.Unlimited
 	tests := []struct {
 		name string
 		args []string
 		want serverConfig
 	}{
 		{"defaults", []string{"server"},
-			serverConfig{Listen: "[::]:4711", Keepalive: 5 * time.Second, GracefulRestart: time.Minute, SyncDelay: 10 * time.Second, Log: logConfig{Level: slog.LevelInfo}}},
+			serverConfig{Listen: "[::]:4711", Keepalive: 5 * time.Second, GracefulRestart: time.Minute, SyncDelay: 10 * time.Second, Limits: metalbond.DefaultLimits, Log: logConfig{Level: slog.LevelInfo}}},
 		{"all flags", []string{"server", "--listen", "[::1]:4000", "--http", "[::1]:4712", "--keepalive", "10", "-v", "--log-format", "json"},
-			serverConfig{Listen: "[::1]:4000", HTTP: "[::1]:4712", Keepalive: 10 * time.Second, GracefulRestart: time.Minute, SyncDelay: 10 * time.Second, Log: logConfig{Level: slog.LevelDebug, JSON: true}}},
+			serverConfig{Listen: "[::1]:4000", HTTP: "[::1]:4712", Keepalive: 10 * time.Second, GracefulRestart: time.Minute, SyncDelay: 10 * time.Second, Limits: metalbond.DefaultLimits, Log: logConfig{Level: slog.LevelDebug, JSON: true}}},
 		{"keepalive duration", []string{"server", "--keepalive", "1m", "--listen", ":4711"},
-			serverConfig{Listen: ":4711", Keepalive: time.Minute, GracefulRestart: time.Minute, SyncDelay: 10 * time.Second, Log: logConfig{Level: slog.LevelInfo}}},
+			serverConfig{Listen: ":4711", Keepalive: time.Minute, GracefulRestart: time.Minute, SyncDelay: 10 * time.Second, Limits: metalbond.DefaultLimits, Log: logConfig{Level: slog.LevelInfo}}},
+		{"limit 0 is unlimited", []string{"server", "--max-routes-per-peer", "0"},
+			serverConfig{Listen: "[::]:4711", Keepalive: 5 * time.Second, GracefulRestart: time.Minute, SyncDelay: 10 * time.Second, Limits: unlimitedRoutes, Log: logConfig{Level: slog.LevelInfo}}},
 		{"no pacing", []string{"server", "--no-pace-v1"},
-			serverConfig{Listen: "[::]:4711", Keepalive: 5 * time.Second, GracefulRestart: time.Minute, SyncDelay: 10 * time.Second, NoPaceV1: true, Log: logConfig{Level: slog.LevelInfo}}},
+			serverConfig{Listen: "[::]:4711", Keepalive: 5 * time.Second, GracefulRestart: time.Minute, SyncDelay: 10 * time.Second, Limits: metalbond.DefaultLimits, NoPaceV1: true, Log: logConfig{Level: slog.LevelInfo}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -296,7 +301,7 @@ log-format: json
 		if code != exitOK {
 			t.Fatalf("exit code %d, stderr:\n%s", code, stderr)
 		}
-		want := serverConfig{Listen: "[::1]:4000", HTTP: "[::1]:4001", Keepalive: 3 * time.Second, GracefulRestart: time.Minute, SyncDelay: 10 * time.Second, Log: logConfig{Level: slog.LevelInfo}}
+		want := serverConfig{Listen: "[::1]:4000", HTTP: "[::1]:4001", Keepalive: 3 * time.Second, GracefulRestart: time.Minute, SyncDelay: 10 * time.Second, Limits: metalbond.DefaultLimits, Log: logConfig{Level: slog.LevelInfo}}
 		if *c.server != want {
 			t.Errorf("config %+v, want %+v", *c.server, want)
 		}

@@ -97,11 +97,13 @@ in a YAML file given with --config, whose keys are the long flag names:
 		"after starting, hold back end-of-sync markers for this `duration` so that reconnecting clients keep their routes until the others have re-announced")
 	fs.StringVar(&f.handshakeTimeout, "handshake-timeout", "0",
 		"close a peer that has not completed the handshake (TLS and HELLO) within this `duration` (0: 2.5 keepalive intervals)")
-	fs.IntVar(&f.limits.MaxConnections, "max-connections", 0, "refuse connections beyond this `number` (0: unlimited)")
+	def := metalbond.DefaultLimits
+	fs.IntVar(&f.limits.MaxConnections, "max-connections", def.MaxConnections, "refuse connections beyond this `number` (0: unlimited)")
 	fs.IntVar(&f.limits.MaxConnectionsPerIP, "max-connections-per-ip", 0, "refuse connections from one source address beyond this `number` (0: unlimited)")
-	fs.IntVar(&f.limits.MaxRoutesPerPeer, "max-routes-per-peer", 0, "ignore (and count) announcements of a peer beyond this `number` of routes (0: unlimited)")
-	fs.IntVar(&f.limits.MaxRoutesPerVNI, "max-routes-per-vni", 0, "ignore (and count) new routes in a VNI beyond this `number` (0: unlimited)")
-	fs.IntVar(&f.limits.MaxSubscriptionsPerPeer, "max-subscriptions-per-peer", 0, "ignore (and count) subscriptions of a peer beyond this `number` of VNIs (0: unlimited)")
+	fs.IntVar(&f.limits.MaxRoutesPerPeer, "max-routes-per-peer", def.MaxRoutesPerPeer, "ignore (and count) announcements of a peer beyond this `number` of routes, its routes kept for graceful restart included (0: unlimited)")
+	fs.IntVar(&f.limits.MaxRoutesPerVNI, "max-routes-per-vni", def.MaxRoutesPerVNI, "ignore (and count) new routes in a VNI beyond this `number` (0: unlimited)")
+	fs.IntVar(&f.limits.MaxVNIsPerPeer, "max-vnis-per-peer", def.MaxVNIsPerPeer, "ignore (and count) announcements of a peer into more than this `number` of VNIs (0: unlimited)")
+	fs.IntVar(&f.limits.MaxSubscriptionsPerPeer, "max-subscriptions-per-peer", def.MaxSubscriptionsPerPeer, "ignore (and count) subscriptions of a peer beyond this `number` of VNIs (0: unlimited)")
 	fs.BoolVar(&f.noPaceV1, "no-pace-v1", false,
 		"do not pace writes to plain v1 peers; by default they are paced so that a deployed v1 reader never finds 64 KiB unread (docs/pacing.md)")
 	f.tls.registerServer(fs)
@@ -146,13 +148,16 @@ func (f *serverFlags) parse() (serverConfig, error) {
 	if c.Limits.HandshakeTimeout, err = parseSeconds(f.handshakeTimeout); err != nil {
 		return c, flagError("handshake-timeout", f.handshakeTimeout, err)
 	}
-	for name, v := range map[string]int{
-		"max-connections": c.Limits.MaxConnections, "max-connections-per-ip": c.Limits.MaxConnectionsPerIP,
-		"max-routes-per-peer": c.Limits.MaxRoutesPerPeer, "max-routes-per-vni": c.Limits.MaxRoutesPerVNI,
-		"max-subscriptions-per-peer": c.Limits.MaxSubscriptionsPerPeer,
+	for name, v := range map[string]*int{
+		"max-connections": &c.Limits.MaxConnections, "max-connections-per-ip": &c.Limits.MaxConnectionsPerIP,
+		"max-routes-per-peer": &c.Limits.MaxRoutesPerPeer, "max-routes-per-vni": &c.Limits.MaxRoutesPerVNI,
+		"max-vnis-per-peer": &c.Limits.MaxVNIsPerPeer, "max-subscriptions-per-peer": &c.Limits.MaxSubscriptionsPerPeer,
 	} {
-		if v < 0 {
-			return c, flagError(name, strconv.Itoa(v), errors.New("must not be negative"))
+		if *v < 0 {
+			return c, flagError(name, strconv.Itoa(*v), errors.New("must not be negative"))
+		}
+		if *v == 0 { // given as 0 on the command line: no limit
+			*v = metalbond.Unlimited
 		}
 	}
 	if c.TLS, err = f.tls.parseServer(); err != nil {

@@ -3,12 +3,13 @@ package main
 import (
 	"errors"
 	"fmt"
-	"math"
 	"net"
 	"net/netip"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/metalbond/metalbond"
 )
 
 // flagError is a malformed flag value: "invalid --flag "value": reason".
@@ -86,8 +87,8 @@ func parseKeepalive(s string) (time.Duration, error) {
 		return 0, errors.New("must be at least 1 second")
 	case d%time.Second != 0:
 		return 0, errors.New("must be whole seconds")
-	case d > math.MaxUint32*time.Second:
-		return 0, errors.New("too long")
+	case d > metalbond.MaxKeepalive:
+		return 0, fmt.Errorf("must be at most %d seconds", metalbond.MaxKeepalive/time.Second)
 	}
 	return d, nil
 }

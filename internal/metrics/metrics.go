@@ -10,6 +10,8 @@
 package metrics
 
 import (
+	"cmp"
+	"slices"
 	"sync"
 	"time"
 
@@ -19,6 +21,7 @@ import (
 	"github.com/metalbond/metalbond"
 	"github.com/metalbond/metalbond/cluster"
 	"github.com/metalbond/metalbond/kernel"
+	"github.com/metalbond/metalbond/route"
 )
 
 // Options says what to expose. Exactly one of Server and Client should be
@@ -34,6 +37,12 @@ type Options struct {
 	Cluster func() cluster.Stats
 	// Version is exposed as the version label of metalbond_build_info.
 	Version string
+	// MaxVNISeries bounds the VNIs that get series of their own (the
+	// ones with the most routes, then subscribers); the others are summed
+	// up under vni="other". VNIs are chosen by peers: without a bound, a
+	// peer subscribing to every VNI would make /metrics grow without end.
+	// Default DefaultMaxVNISeries; negative: every VNI.
+	MaxVNISeries int
 	// Fanout is the server's fan-out latency histogram, created before
 	// the Server so that its Observe method can be the Server's
 	// ObserveFanout hook. If nil, New creates one, fed only through
@@ -95,7 +104,11 @@ func New(opts Options) *Metrics {
 	info.Set(1)
 	m.reg.MustRegister(info)
 	if src != nil {
-		m.reg.MustRegister(&sessionCollector{src: src, totals: newSessionTotals()})
+		maxVNIs := opts.MaxVNISeries
+		if maxVNIs == 0 {
+			maxVNIs = DefaultMaxVNISeries
+		}
+		m.reg.MustRegister(&sessionCollector{src: src, totals: newSessionTotals(), maxVNIs: maxVNIs})
 	}
 	if opts.Server != nil {
 		m.reg.MustRegister(&serverCollector{srv: opts.Server})
@@ -173,8 +186,9 @@ var (
 
 // sessionCollector reports per-session state common to servers and clients.
 type sessionCollector struct {
-	src    snapshotter
-	totals *sessionTotals
+	maxVNIs int // Options.MaxVNISeries
+	src     snapshotter
+	totals  *sessionTotals
 }
 
 func (c *sessionCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -238,14 +252,47 @@ func (c *sessionCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 
 	_, isServer := c.src.(*metalbond.Server)
-	for _, v := range c.src.VNIs() {
+	vnis, other := topVNIs(c.src.VNIs(), c.maxVNIs)
+	for _, v := range vnis {
 		vni := v.VNI.String()
+		if v == other {
+			vni = "other"
+		}
 		ch <- prometheus.MustNewConstMetric(descVNIRoutes, prometheus.GaugeValue, float64(v.Routes), vni)
 		ch <- prometheus.MustNewConstMetric(descVNIPrefixes, prometheus.GaugeValue, float64(v.Prefixes), vni)
 		if isServer {
 			ch <- prometheus.MustNewConstMetric(descVNISubscribers, prometheus.GaugeValue, float64(v.Subscribers), vni)
 		}
 	}
+}
+
+// DefaultMaxVNISeries is the default of Options.MaxVNISeries.
+const DefaultMaxVNISeries = 256
+
+// topVNIs returns the max VNIs with the most routes (then subscribers),
+// and, if there are more, one more entry summing up the rest, which it also
+// returns as other. max < 0 keeps every VNI.
+func topVNIs(vnis []metalbond.VNIInfo, max int) ([]metalbond.VNIInfo, metalbond.VNIInfo) {
+	if max < 0 || len(vnis) <= max {
+		return vnis, metalbond.VNIInfo{VNI: ^route.VNI(0)}
+	}
+	slices.SortFunc(vnis, func(a, b metalbond.VNIInfo) int {
+		if c := cmp.Compare(b.Routes, a.Routes); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(b.Subscribers, a.Subscribers); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.VNI, b.VNI)
+	})
+	var other metalbond.VNIInfo
+	other.VNI = ^route.VNI(0) // not a valid VNI: marks the sum
+	for _, v := range vnis[max:] {
+		other.Routes += v.Routes
+		other.Prefixes += v.Prefixes
+		other.Subscribers += v.Subscribers
+	}
+	return append(vnis[:max:max], other), other
 }
 
 // sessionTotals turns the per-session counters of the snapshots, which

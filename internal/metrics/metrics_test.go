@@ -245,7 +245,7 @@ func TestServerMetrics(t *testing.T) {
 	if got := g.series("metalbond_protocol_errors_total"); len(got) != len(protocolErrorKinds) {
 		t.Errorf("protocol error kinds: %v", got)
 	}
-	if got := g.series("metalbond_refused_total"); len(got) != 6 || g.value(t, "metalbond_refused_total", "reason=nexthop_not_ipv6") != 0 {
+	if got := g.series("metalbond_refused_total"); len(got) != 7 || g.value(t, "metalbond_refused_total", "reason=nexthop_not_ipv6") != 0 {
 		t.Errorf("refusal reasons: %v", got)
 	}
 	if got := g.series("metalbond_peer_routes"); len(got) != 2 {

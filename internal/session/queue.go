@@ -26,6 +26,19 @@ type queue struct {
 	// prio holds frames that jump the queue (keepalives): they are written
 	// before segs, so route work never starves keepalives.
 	prio []byte
+	// keepalives counts the KEEPALIVE answers in prio, which the writer
+	// has not taken.
+	keepalives int
+	// dues record, for runs of the route data waiting in segs, when
+	// their first bytes were queued and how many bytes were pending ahead
+	// of them then; takenDues are those of the writer's take, of which it
+	// has written takeWritten bytes (priority frames included, takePrioN
+	// of them). The writer must write each byte within a time derived from
+	// them (Session.setWriteDeadline), so that a peer that reads a trickle
+	// cannot keep a growing queue waiting for ever.
+	dues, takenDues []due
+	takeWritten     int
+	takePrioN       int
 	// segs holds frames in the order they were queued; the last segment
 	// is ours to append to if tailOwned.
 	segs      []segment
@@ -79,6 +92,7 @@ func (q *queue) push(fn func([]byte) []byte, prio bool) (pending int, ok bool) {
 			q.segs = append(q.segs, segment{b: (*chunkPool.Get().(*[]byte))[:0], owned: true})
 			q.tailOwned = true
 		}
+		q.noteQueued()
 		tail := &q.segs[len(q.segs)-1]
 		n := len(tail.b)
 		tail.b = fn(tail.b)
@@ -100,6 +114,7 @@ func (q *queue) pushShared(b []byte) (pending int, ok bool) {
 		return 0, false
 	}
 	if len(b) > 0 {
+		q.noteQueued()
 		q.segs = append(q.segs, segment{b: b[:len(b):len(b)]})
 		q.tailOwned = false
 		q.queued += len(b)
@@ -108,6 +123,75 @@ func (q *queue) pushShared(b []byte) (pending int, ok bool) {
 	q.mu.Unlock()
 	q.signal()
 	return pending, true
+}
+
+// pushKeepalive queues a KEEPALIVE frame as a priority frame, unless max
+// of them already wait untaken: then it queues nothing and reports false
+// for flood. A peer that sends keepalives faster than it reads the answers
+// so costs us at most max frames, and the session closes it
+// (Session.sendKeepalive).
+func (q *queue) pushKeepalive(frame []byte, max int) (pending int, ok, flood bool) {
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return 0, false, false
+	}
+	if q.keepalives >= max {
+		q.mu.Unlock()
+		return 0, true, true
+	}
+	q.prio = append(q.prio, frame...)
+	q.keepalives++
+	pending = q.queued + len(q.prio) + q.inflight
+	q.mu.Unlock()
+	q.signal()
+	return pending, true, false
+}
+
+// due is a run of route data in the queue: from offset start of the
+// queued route data on, queued at at, with ahead bytes pending before it.
+type due struct {
+	start, ahead int
+	at           time.Time
+}
+
+// dueRun is the size of the runs of route data that share a due record.
+const dueRun = 32 << 10
+
+// noteQueued records the due of route data about to be queued at the end of
+// segs, unless the last record covers it: one record per dueRun bytes, of
+// the run's first bytes (the earliest). q.mu is held.
+func (q *queue) noteQueued() {
+	start := q.queued
+	if n := len(q.dues); n > 0 && start-q.dues[n-1].start < dueRun {
+		return
+	}
+	q.dues = append(q.dues, due{start: start, ahead: start + len(q.prio) + q.inflight, at: time.Now()})
+}
+
+// wrote tells the queue the writer wrote n bytes of its take.
+func (q *queue) wrote(n int) {
+	q.mu.Lock()
+	q.takeWritten += n
+	q.mu.Unlock()
+}
+
+// nextDue returns when the next byte of route data the writer is to write
+// was queued (at the latest) and how many bytes were pending ahead of it
+// then (at least), and false when the writer holds none.
+func (q *queue) nextDue() (at time.Time, ahead int, ok bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	pos := q.takeWritten - q.takePrioN // route data written (or fewer)
+	var d due
+	for _, x := range q.takenDues {
+		if x.start > pos {
+			break
+		}
+		d, ok = x, true
+	}
+	// The run's bytes were queued behind its first ones.
+	return d.at, d.ahead + pos - d.start, ok
 }
 
 // signal wakes the writer.
@@ -146,7 +230,9 @@ func (q *queue) take() (prio []byte, segs []segment) {
 	defer q.mu.Unlock()
 	prio, segs = q.prio, q.segs
 	q.takenMarks, q.marks = q.marks, q.takenMarks[:0]
-	q.prio = nil
+	q.takenDues, q.dues = q.dues, q.takenDues[:0]
+	q.takeWritten, q.takePrioN = 0, len(prio)
+	q.prio, q.keepalives = nil, 0
 	q.segs, q.spare = q.spare[:0], nil
 	q.tailOwned = false
 	q.inflight = len(prio) + q.queued
@@ -159,8 +245,12 @@ func (q *queue) takePrio() []byte {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	p := q.prio
-	q.prio = nil
+	if len(p) == 0 {
+		return nil
+	}
+	q.prio, q.keepalives = nil, 0
 	q.inflight += len(p)
+	q.takePrioN += len(p)
 	return p
 }
 
@@ -190,6 +280,8 @@ func (q *queue) done(segs []segment, lowWater int) {
 	}
 	q.takenMarks = q.takenMarks[:0]
 	q.inflight = 0
+	q.takenDues = q.takenDues[:0]
+	q.takeWritten, q.takePrioN = 0, 0
 	if q.spare == nil && cap(segs) <= 1024 && !q.closed {
 		q.spare = segs[:0]
 	}
@@ -212,6 +304,7 @@ func (q *queue) close() {
 	defer q.mu.Unlock()
 	q.closed = true
 	q.prio, q.segs, q.spare, q.queued = nil, nil, nil, 0
+	q.dues, q.takenDues = nil, nil
 	q.marks, q.takenMarks = nil, nil
 	if q.drained != nil {
 		close(q.drained)

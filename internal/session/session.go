@@ -33,7 +33,17 @@ var (
 	ErrQueueFull = errors.New("send queue over its memory bound")
 	// ErrClosed: the session was closed locally.
 	ErrClosed = errors.New("session closed")
+	// ErrKeepaliveFlood: the peer sent a KEEPALIVE while
+	// maxKeepaliveAnswers answers to its earlier ones were still waiting
+	// to be written: it sends keepalives faster than it reads.
+	ErrKeepaliveFlood = errors.New("peer sends keepalives faster than it reads the answers")
 )
+
+// maxKeepaliveAnswers bounds the answers to a peer's KEEPALIVEs that wait
+// to be written. Every KEEPALIVE is answered with one (as a deployed v1
+// server does); a peer keeping to the agreed interval (at least a second)
+// would take longer than any write timeout to have this many waiting.
+const maxKeepaliveAnswers = 64
 
 // Config configures a Session. Zero fields take the defaults noted.
 type Config struct {
@@ -43,6 +53,10 @@ type Config struct {
 	Keepalive time.Duration
 	// HandshakeTimeout bounds the handshake. Default 2.5 × Keepalive.
 	HandshakeTimeout time.Duration
+	// Accepted, if set, is when the connection was accepted: the handshake
+	// timeout counts from then, so that it bounds what came before Run (a
+	// TLS handshake) and the v1 handshake together. Default Run's start.
+	Accepted time.Time
 	// WriteTimeout closes the session when the peer accepts no data for this
 	// long while data is waiting. Default 30s.
 	WriteTimeout time.Duration
@@ -355,15 +369,34 @@ func (s *Session) Info() Info {
 	return in
 }
 
+// sendPrio queues m ahead of route data. It counts against MaxQueue like
+// any other frame. Our own messages are encodable: Config is checked by
+// its users (a HELLO name over 255 bytes is refused by NewClient).
 func (s *Session) sendPrio(m wire.Message) {
 	if _, ok := m.(wire.Keepalive); ok && s.finishing.Load() {
 		return // Finish: nothing may follow the end of stream
 	}
 	frame, err := wire.AppendFrame(nil, m)
 	if err != nil {
-		panic(err) // our own messages are always encodable
+		s.fail(fmt.Errorf("encode %T: %w", m, err))
+		return
 	}
-	s.q.push(func(b []byte) []byte { return append(b, frame...) }, true)
+	pending, ok := s.q.push(func(b []byte) []byte { return append(b, frame...) }, true)
+	s.queued(pending, ok, 0)
+}
+
+// keepaliveFrame is an encoded KEEPALIVE: a header and no body.
+var keepaliveFrame = []byte{wire.Version, 0, 0, byte(wire.TypeKeepalive)}
+
+// sendKeepalive queues a KEEPALIVE. It reports an error, and queues
+// nothing, when maxKeepaliveAnswers wait to be written already.
+func (s *Session) sendKeepalive() error {
+	pending, ok, flood := s.q.pushKeepalive(keepaliveFrame, maxKeepaliveAnswers)
+	if flood {
+		return fmt.Errorf("%w: %d answers waiting", ErrKeepaliveFlood, maxKeepaliveAnswers)
+	}
+	s.queued(pending, ok, 0)
+	return nil
 }
 
 // readLoop runs the handshake and then hands messages to the handler until
@@ -378,7 +411,11 @@ func (s *Session) readLoop() error {
 	r := wire.NewReaderSize(s.conn, s.cfg.ReadBufferSize)
 	var u wire.Update
 	hold := s.cfg.HandshakeTimeout
-	deadline := time.Now().Add(hold)
+	start := s.cfg.Accepted
+	if start.IsZero() {
+		start = time.Now()
+	}
+	deadline := start.Add(hold)
 	if err := s.conn.SetReadDeadline(deadline); err != nil {
 		return err
 	}
@@ -457,7 +494,9 @@ func (s *Session) readLoop() error {
 				if hello, ok := m.(wire.Hello); ok { // client: the server's answer
 					s.agree(min(time.Duration(hello.Keepalive)*time.Second, s.cfg.Keepalive))
 				}
-				s.sendPrio(wire.Keepalive{})
+				if err := s.sendKeepalive(); err != nil {
+					return err
+				}
 			case actEstablished:
 				hold = time.Duration(s.keepalive.Load()) * 5 / 2
 				lastSet = time.Time{}

@@ -280,7 +280,8 @@ func TestClientKeepalivesDuringLongDrain(t *testing.T) {
 		srv.SetReadDeadline(deadline)
 		k, err := srv.Read(buf)
 		if err != nil {
-			t.Fatalf("read after %d of %d updates: %v", updates, n, err)
+			c.Close()
+			t.Fatalf("read after %d of %d updates: %v (session: %v)", updates, n, err, <-done)
 		}
 		pending = append(pending, buf[:k]...)
 		for len(pending) >= wire.HeaderLen {

@@ -59,7 +59,7 @@ func (s *Session) keepaliveLoop() {
 		case <-s.done:
 			return
 		case <-t.C:
-			s.sendPrio(wire.Keepalive{})
+			s.sendKeepalive() // our own, one per interval: never a flood
 		}
 	}
 }
@@ -167,11 +167,12 @@ func (s *Session) writev(segs []segment) error {
 	s.iov = iov[:0]
 	bufs := net.Buffers(iov)
 	for left > 0 {
-		if err := s.conn.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout)); err != nil {
+		if err := s.setWriteDeadline(); err != nil {
 			return err
 		}
 		n, err := bufs.WriteTo(s.conn)
 		left -= int(n)
+		s.q.wrote(int(n))
 		if n > 0 {
 			s.progress.Store(time.Now().UnixNano())
 		}
@@ -179,7 +180,7 @@ func (s *Session) writev(segs []segment) error {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
 				if n == 0 {
-					return fmt.Errorf("%w for %v", ErrStalled, s.cfg.WriteTimeout)
+					return s.stalled()
 				}
 				continue
 			}
@@ -199,14 +200,15 @@ func (s *Session) writev(segs []segment) error {
 // reading still takes them for a while.
 func (s *Session) write(b []byte, counts bool) error {
 	for len(b) > 0 {
-		if err := s.conn.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout)); err != nil {
+		if err := s.setWriteDeadline(); err != nil {
 			return err
 		}
 		n, err := s.conn.Write(b)
+		s.q.wrote(n)
 		if err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() && n == 0 {
-				return fmt.Errorf("%w for %v", ErrStalled, s.cfg.WriteTimeout)
+				return s.stalled()
 			}
 			if !(errors.As(err, &ne) && ne.Timeout()) {
 				return fmt.Errorf("write: %w", err)
@@ -218,4 +220,51 @@ func (s *Session) write(b []byte, counts bool) error {
 		b = b[n:]
 	}
 	return nil
+}
+
+// minReadRate is the slowest a peer may read what it is sent, in bytes per
+// second, once data has waited WriteTimeout for it: about 800 updates a
+// second, far below any real reader (docs/security.md).
+const minReadRate = 32 << 10
+
+// setWriteDeadline sets the deadline of the next write: WriteTimeout from
+// now, and no later than the time by which a peer reading at minReadRate
+// would have read the next byte of route data: WriteTimeout plus the bytes
+// that were pending ahead of it at minReadRate, after it was queued. A peer
+// that reads a trickle makes every write progress, and would otherwise keep
+// a growing queue waiting for ever; this way it is closed, however it
+// reads, while a slow reader given a large table has all the time that
+// table needs at minReadRate. It returns ErrStalled once that time passed.
+func (s *Session) setWriteDeadline() error {
+	return s.writeDeadline(true)
+}
+
+// stalled returns the error of a write that timed out without progress:
+// the route data was due, or the peer took nothing for WriteTimeout.
+func (s *Session) stalled() error {
+	if err := s.writeDeadline(false); err != nil {
+		return err
+	}
+	return fmt.Errorf("%w for %v", ErrStalled, s.cfg.WriteTimeout)
+}
+
+// writeDeadline computes the deadline of setWriteDeadline, setting it on
+// the connection if set is true.
+func (s *Session) writeDeadline(set bool) error {
+	now := time.Now()
+	deadline := now.Add(s.cfg.WriteTimeout)
+	if at, ahead, ok := s.q.nextDue(); ok {
+		allowed := s.cfg.WriteTimeout + time.Duration(ahead)*time.Second/minReadRate
+		if due := at.Add(allowed); due.Before(deadline) {
+			deadline = due
+		}
+		if !now.Before(deadline) {
+			return fmt.Errorf("%w: data queued %v ago behind %d bytes not yet written (reading slower than %d bytes/s)",
+				ErrStalled, now.Sub(at).Truncate(time.Millisecond), ahead, minReadRate)
+		}
+	}
+	if !set {
+		return nil
+	}
+	return s.conn.SetWriteDeadline(deadline)
 }
