@@ -228,3 +228,5 @@ func hasArg(args []string, prefix string) bool {
 	}
 	return false
 }
+
+func intOrString(n int32) intstr.IntOrString { return intstr.FromInt32(n) }
