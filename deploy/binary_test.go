@@ -22,12 +22,13 @@ func TestMain(m *testing.M) {
 	if url := os.Getenv("DEPLOY_TEST_GET"); url != "" {
 		// Run by a test inside a network namespace: GET url, print the
 		// status code.
-		code, err := get(url)
+		code, body, err := getBody(url)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
 		fmt.Println(code)
+		os.Stdout.Write(body)
 		os.Exit(0)
 	}
 	dir, err := os.MkdirTemp("", "metalbond-deploy-test-")
@@ -66,14 +67,20 @@ func metalbondBinary(t *testing.T) string {
 
 // get returns the status code of a GET of url.
 func get(url string) (int, error) {
+	code, _, err := getBody(url)
+	return code, err
+}
+
+// getBody returns the status code and body of a GET of url.
+func getBody(url string) (int, []byte, error) {
 	c := http.Client{Timeout: 5 * time.Second}
 	resp, err := c.Get(url)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	defer resp.Body.Close()
-	io.Copy(io.Discard, resp.Body)
-	return resp.StatusCode, nil
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, body, err
 }
 
 // freeAddr returns a loopback address with a port that was free a moment ago.

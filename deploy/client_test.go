@@ -82,6 +82,12 @@ func TestClientDaemonSetRunsAsDeployed(t *testing.T) {
 		t.Fatalf("the script did not bring up %s:\n%s", env["TUN"], out)
 	}
 	waitRoute(t, cli, ns, table, prefix)
+	// The client and kernel metrics the alerts use are exported.
+	_, body, err := netnsGetBody(ns, "http://127.0.0.1:4713/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkAlertMetrics(t, metricNames(body), "metalbond_client_", "metalbond_kernel_")
 
 	if pre := c.Lifecycle.PreStop; pre == nil || pre.Exec == nil || !slices.Equal(pre.Exec.Command, []string{"/bin/bash", "-c", "kill -USR1 1"}) {
 		t.Fatalf("preStop %+v: want SIGUSR1 to PID 1, the client that bash became", c.Lifecycle)
@@ -181,22 +187,30 @@ func netnsCommand(ns string, name string, args ...string) *exec.Cmd {
 	return exec.Command("ip", append([]string{"netns", "exec", ns, name}, args...)...)
 }
 
-// netnsGet returns a getter that GETs a URL inside ns: it runs this test
-// binary there in its DEPLOY_TEST_GET mode (TestMain).
+// netnsGet returns a getter that GETs a URL inside ns.
 func netnsGet(ns string) func(string) (int, error) {
 	return func(url string) (int, error) {
-		self, err := os.Executable()
-		if err != nil {
-			return 0, err
-		}
-		cmd := netnsCommand(ns, self)
-		cmd.Env = append(os.Environ(), "DEPLOY_TEST_GET="+url)
-		out, err := cmd.Output()
-		if err != nil {
-			return 0, fmt.Errorf("GET %s in %s: %v", url, ns, err)
-		}
-		return strconv.Atoi(strings.TrimSpace(string(out)))
+		code, _, err := netnsGetBody(ns, url)
+		return code, err
 	}
+}
+
+// netnsGetBody GETs url inside ns: it runs this test binary there in its
+// DEPLOY_TEST_GET mode (TestMain).
+func netnsGetBody(ns, url string) (int, []byte, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return 0, nil, err
+	}
+	cmd := netnsCommand(ns, self)
+	cmd.Env = append(os.Environ(), "DEPLOY_TEST_GET="+url)
+	out, err := cmd.Output()
+	if err != nil {
+		return 0, nil, fmt.Errorf("GET %s in %s: %v", url, ns, err)
+	}
+	status, body, _ := strings.Cut(string(out), "\n")
+	code, err := strconv.Atoi(status)
+	return code, []byte(body), err
 }
 
 func ipOutput(t *testing.T, args ...string) string {

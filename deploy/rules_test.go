@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -81,4 +83,65 @@ func TestPrometheusRuleIsRulesFile(t *testing.T) {
 	if !bytes.Equal(have, promRuleYAML(rules)) {
 		t.Fatalf("%s was edited by hand: run `go test ./... -update` in deploy/", promRuleFile)
 	}
+}
+
+// metricNames returns the names of the samples of a Prometheus text
+// exposition.
+func metricNames(body []byte) map[string]bool {
+	names := map[string]bool{}
+	for _, line := range strings.Split(string(body), "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if i := strings.IndexAny(line, "{ "); i > 0 {
+			names[line[:i]] = true
+		}
+	}
+	return names
+}
+
+var metricRE = regexp.MustCompile(`\bmetalbond_[a-z0-9_]+`)
+
+// checkAlertMetrics checks that every metric with one of these prefixes
+// that an alert expression of the rules file uses is in exported (a prefix
+// matches names the earlier prefixes did not take, so "metalbond_" after
+// "metalbond_cluster_" means the rest).
+func checkAlertMetrics(t *testing.T, exported map[string]bool, prefixes ...string) {
+	t.Helper()
+	var spec monitoringv1.PrometheusRuleSpec
+	b, err := os.ReadFile(rulesFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := strictYAML(b, &spec); err != nil {
+		t.Fatal(err)
+	}
+	checked := 0
+	for _, g := range spec.Groups {
+		for _, r := range g.Rules {
+			for _, name := range metricRE.FindAllString(r.Expr.String(), -1) {
+				if !ownedBy(name, prefixes) {
+					continue
+				}
+				checked++
+				if !exported[name] {
+					t.Errorf("alert %s uses %s, which /metrics does not export", r.Alert, name)
+				}
+			}
+		}
+	}
+	if checked == 0 {
+		t.Errorf("no alert uses a metric with the prefixes %q", prefixes)
+	}
+}
+
+// ownedBy reports whether name has one of prefixes and none of the client,
+// kernel or cluster prefixes that prefixes leave out.
+func ownedBy(name string, prefixes []string) bool {
+	for _, p := range []string{"metalbond_client_", "metalbond_kernel_", "metalbond_cluster_"} {
+		if strings.HasPrefix(name, p) {
+			return slices.Contains(prefixes, p)
+		}
+	}
+	return slices.Contains(prefixes, "metalbond_")
 }

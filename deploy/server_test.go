@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"crypto/tls"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -14,6 +15,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
 // imageBinary is where both images hold the binary (/usr/bin/metalbond).
@@ -132,6 +134,7 @@ func TestServerRunsAsDeployed(t *testing.T) {
 	fx := fixtures{secrets: map[string]map[string][]byte{"metalbond-tls": pki.secret()}}
 	var etcdURLs []string
 	parent := t
+	exported := map[string]bool{} // metric names on the servers' /metrics
 	for _, dir := range serverDirs {
 		t.Run(dir, func(t *testing.T) {
 			objs := renderDir(t, dir)
@@ -151,7 +154,14 @@ func TestServerRunsAsDeployed(t *testing.T) {
 				}
 				srv.waitStatus(t, probeURL(t, c, p, cl.addrs), 200, get)
 			}
-			listen := cl.addrs[4711]
+			httpPort, _ := containerPort(c, intstr.FromString("http"))
+			_, body, err := getBody("http://" + cl.addrs[httpPort] + "/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			maps.Copy(exported, metricNames(body))
+			mbPort, _ := containerPort(c, intstr.FromString("metalbond"))
+			listen := cl.addrs[mbPort]
 			var tlsFlags []string
 			if hasArg(c.Args, "--tls-cert=") {
 				checkTLSHandshake(t, listen, pki.tlsConfig(t))
@@ -161,6 +171,8 @@ func TestServerRunsAsDeployed(t *testing.T) {
 			srv.stop(t, syscall.SIGTERM)
 		})
 	}
+	// The server and cluster metrics the alerts use are exported.
+	checkAlertMetrics(t, exported, "metalbond_cluster_", "metalbond_")
 }
 
 // probeURL returns the URL that probe p of container c GETs, on the
