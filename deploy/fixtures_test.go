@@ -127,15 +127,17 @@ func (p *testPKI) tlsConfig(t *testing.T) *tls.Config {
 }
 
 // startEtcd starts a three-member etcd cluster on loopback with the
-// repository's scripts/etcd-cluster.sh and returns its client URLs. Without
-// an etcd binary it skips the test, except in CI.
+// repository's scripts/etcd-cluster.sh, stopped at the end of the test, and
+// returns its client URLs. Without an etcd binary it returns nil, except in
+// CI, where that fails the test.
 func startEtcd(ctx context.Context, t *testing.T) []string {
 	t.Helper()
 	if _, err := exec.LookPath("etcd"); err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatal("etcd not found: CI must install Debian's etcd-server package")
 		}
-		t.Skip("etcd not found: install it (Debian: apt-get install etcd-server)")
+		t.Log("etcd not found: the tests of the etcd component are skipped")
+		return nil
 	}
 	dir := t.TempDir()
 	script := filepath.Join("..", "scripts", "etcd-cluster.sh")
