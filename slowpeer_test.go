@@ -33,7 +33,10 @@ const crawlDelay = 500 * time.Microsecond
 // exactly want, or its failure.
 func slowSubscriber(t testing.TB, addr string, vni route.VNI, want []route.Route, delay time.Duration) (*deployedv1.Peer, <-chan error) {
 	t.Helper()
-	peer, failed := deployedSubscriber(t, paths()[0], addr, vni, delay)
+	// The deployed default keepalive (5 s): a crawling reader reads what
+	// is ahead of a KEEPALIVE only as fast as it processes, so the gaps
+	// between the KEEPALIVEs it sees grow with its processing time.
+	peer, failed := deployedSubscriberCfg(t, paths()[0], addr, vni, deployedv1.Config{Delay: delay, Keepalive: 5 * time.Second})
 	done := make(chan error, 1)
 	go func() {
 		for {
@@ -134,8 +137,9 @@ func TestSlowV1SubscriberDoesNotHoldBackLiveUpdates(t *testing.T) {
 	if err := wait1(t, done, 2*time.Minute); err != nil {
 		t.Fatalf("slow v1 subscriber: %v (largest read %d bytes)", err, slow.Stats.MaxRead.Load())
 	}
-	t.Logf("fast subscriber: %d routes in %v while the slow one crawled to %d; slow one: %v in all, largest read %d bytes",
-		n, fast.Round(time.Millisecond), had, time.Since(start).Round(time.Millisecond), slow.Stats.MaxRead.Load())
+	t.Logf("fast subscriber: %d routes in %v while the slow one crawled to %d; slow one: %v in all, largest read %d bytes, longest keepalive gap %v",
+		n, fast.Round(time.Millisecond), had, time.Since(start).Round(time.Millisecond), slow.Stats.MaxRead.Load(),
+		time.Duration(slow.Stats.MaxKeepaliveGap.Load()).Round(time.Millisecond))
 }
 
 // subscribers returns how many peers of srv subscribe to vni.

@@ -106,6 +106,7 @@ type Peer struct {
 	changed chan struct{}
 
 	delay atomic.Int64 // processing time of one UPDATE, in nanoseconds
+	stall atomic.Int64 // extra processing time of the next UPDATE
 
 	stopped   atomic.Value // error: why the reader stopped reading without closing
 	lastKA    atomic.Int64 // unix nanoseconds of the last HELLO or KEEPALIVE read
@@ -269,6 +270,13 @@ func CheckRead(b []byte) error {
 	return nil
 }
 
+// Stall makes the processing of the next UPDATE take d longer: the reader
+// then blocks on the full queue and unread bytes pile up in the kernel, as
+// when the deployed implementation's processing falls behind (a slow
+// netlink call, a pause of its process). The keepalive timer runs on: a
+// stall longer than 2.5 intervals ends the session.
+func (p *Peer) Stall(d time.Duration) { p.stall.Store(int64(d)) }
+
 // SetDelay changes the processing time of one UPDATE (Config.Delay) from
 // the next UPDATE on.
 func (p *Peer) SetDelay(d time.Duration) { p.delay.Store(int64(d)) }
@@ -288,6 +296,9 @@ func (p *Peer) process(ctx context.Context, updates, control <-chan item, handle
 			return err
 		}
 		delay := time.Duration(p.delay.Load())
+		if it.t == wire.TypeUpdate {
+			delay += time.Duration(p.stall.Swap(0))
+		}
 		if it.t != wire.TypeUpdate || delay <= 0 {
 			continue
 		}

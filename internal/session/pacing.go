@@ -49,7 +49,9 @@ package session
 // probes, further and further apart, make the peer answer. A receiver also
 // lowers its open window a little over time; when the window stays the same
 // while the peer takes probes for Settle, the writer lowers its idea of the
-// largest window by up to SettleMax.
+// largest window — by at most SettleMax in all until the window opens again,
+// since a peer that stopped reading can show the same: its receiver keeps
+// the window while the buffer has room, and rounds small probes away.
 //
 // Waiting is polling: a few yields (a fast reader answers within
 // microseconds), then sleeps that double up to a few milliseconds. Where the
@@ -91,7 +93,8 @@ type paceParams struct {
 	ProbeAfter, ProbeMaxGap         time.Duration
 	// Settle is how long the window must stay the same, with everything
 	// acknowledged and probes taken, before the writer lowers its idea of
-	// the largest window to it, by at most SettleMax.
+	// the largest window to it; SettleMax bounds the lowering until the
+	// window opens again.
 	Settle    time.Duration
 	SettleMax int
 	// Yields is the number of polls that only yield the processor before
@@ -122,7 +125,7 @@ var defaultPace = paceParams{
 	ProbeAfter:     2 * time.Millisecond,
 	ProbeMaxGap:    128 * time.Millisecond,
 	Settle:         time.Second,
-	SettleMax:      16 << 10,
+	SettleMax:      8 << 10,
 	Yields:         8,
 	MinSleep:       250 * time.Microsecond,
 	MaxSleep:       4 * time.Millisecond,
@@ -161,6 +164,9 @@ type paceState struct {
 	peak    int   // largest window seen (lowered by settling)
 	slack   int64 // bytes acknowledged without a matching shrink of the window
 	grow    int64 // bytes acknowledged while the window grew
+	// settled is how far settling lowered the peak since the window last
+	// opened (bounded by SettleMax).
+	settled int
 
 	// The peer's read rate: the highest measured over ReadRateWindow
 	// intervals in which the writer waited for it and the window told (no
@@ -242,11 +248,21 @@ func (p *paceParams) decide(st *paceState, s sample, w waiting, now time.Time) d
 	if s != st.last {
 		st.last, st.lastAt = s, now
 	}
-	if s.Outq == 0 && st.stableProbes > 0 && s.Wnd < st.peak && now.Sub(st.stableSince) >= p.Settle {
-		// The window stayed put while the peer took probes: it is the
-		// window of a peer that has read everything, lowered over time.
-		st.peak = max(s.Wnd, st.peak-p.SettleMax)
-		st.slack, st.grow = 0, 0
+	if s.Wnd > st.last.Wnd && dA == 0 {
+		// The window opened with nothing arriving: the peer read.
+		st.settled = 0
+	}
+	if s.Outq == 0 && st.stableProbes > 0 && s.Wnd < st.peak && st.settled < p.SettleMax && now.Sub(st.stableSince) >= p.Settle {
+		// The window stayed put while the peer took probes: it may be
+		// the window of a peer that has read everything, lowered over
+		// time — or of one that stopped reading, whose receiver keeps
+		// its window while its buffer has room and rounds small probes
+		// away. So the peak falls by at most SettleMax in all until the
+		// window opens again, which only a read does.
+		lower := min(st.peak-s.Wnd, p.SettleMax-st.settled)
+		st.peak -= lower
+		st.settled += lower
+		st.slack = 0
 		st.stableSince, st.stableProbes = now, 0
 	}
 

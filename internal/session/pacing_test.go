@@ -194,9 +194,10 @@ func TestPaceDecide(t *testing.T) {
 				paceStep{dt: 2 * time.Millisecond, s: sample{Outq: 0, Wnd: 54 * kib}, want: 1 << 20, write: true},
 				paceStep{dt: time.Second, s: sample{Outq: 0, Wnd: 54 * kib}, want: 1 << 20},
 			),
-			// The peak falls to 54 KiB (the next sample credits reads);
-			// the window is still quiet: the next probe.
-			allow: 128, probe: true, backlog: 48*kib + 64, peak: 54 * kib,
+			// The peak falls toward 54 KiB, by SettleMax (the next
+			// sample credits reads); the window is still quiet: the next
+			// probe.
+			allow: 128, probe: true, backlog: 48*kib + 64, peak: 56 * kib,
 		},
 		{
 			name: "settling lowers the peak by at most SettleMax",
@@ -205,7 +206,21 @@ func TestPaceDecide(t *testing.T) {
 				paceStep{dt: 2 * time.Millisecond, s: sample{Outq: 0, Wnd: 20 * kib}, want: 1 << 20, write: true},
 				paceStep{dt: time.Second, s: sample{Outq: 0, Wnd: 20 * kib}, want: 1 << 20},
 			),
-			allow: 128, probe: true, backlog: 48*kib + 64, peak: 48 * kib,
+			allow: 128, probe: true, backlog: 48*kib + 64, peak: 56 * kib,
+		},
+		{
+			// A peer that stopped reading shows the same as one whose
+			// window was lowered: only an opening window lets the peak
+			// fall further.
+			name: "settling lowers the peak by SettleMax in all until the window opens",
+			steps: then(
+				paceStep{dt: time.Millisecond, s: sample{Outq: 0, Wnd: 20 * kib}, want: 1 << 20},
+				paceStep{dt: 2 * time.Millisecond, s: sample{Outq: 0, Wnd: 20 * kib}, want: 1 << 20, write: true},
+				paceStep{dt: time.Second, s: sample{Outq: 0, Wnd: 20 * kib}, want: 1 << 20, write: true},
+				paceStep{dt: time.Second, s: sample{Outq: 0, Wnd: 20 * kib}, want: 1 << 20, write: true},
+				paceStep{dt: time.Second, s: sample{Outq: 0, Wnd: 20 * kib}, want: 1 << 20},
+			),
+			allow: 512, probe: true, backlog: 48*kib + 64 + 128 + 256, peak: 56 * kib, slackSome: true,
 		},
 	}
 	for _, tt := range tests {
