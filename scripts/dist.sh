@@ -27,7 +27,9 @@ export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct)}
 goarch=${GOARCH:-$(go env GOARCH)}
 mkdir -p dist/build
 tool=dist/build/dist-tool
-(cd tools/dist && go build -trimpath -o ../../"$tool" .)
+# Not -trimpath: the tool is not shipped, and so it reuses what go vet
+# compiled of nfpm in scripts/test-dist.sh.
+(cd tools/dist && go build -o ../../"$tool" .)
 version=$("$tool" version --describe "$(git describe --tags --always --dirty)" --time "$SOURCE_DATE_EPOCH")
 binary=dist/build/metalbond-linux-$goarch
 CGO_ENABLED=0 GOOS=linux GOARCH=$goarch go build -trimpath -buildvcs=false \

@@ -15,8 +15,8 @@ import (
 // debSpec is what goes into the Debian package besides the repository's
 // files.
 type debSpec struct {
-	Version string    // Debian version (debianVersion)
-	Arch    string    // Debian architecture (debianArch)
+	Version string    // Debian version (debversion.FromDescribe)
+	Arch    string    // Debian architecture (debversion.Arch)
 	Binary  string    // path of the static metalbond binary
 	Repo    string    // root of the repository (contrib/ is read from it)
 	MTime   time.Time // every file's time: the last commit's

@@ -18,6 +18,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/metalbond/metalbond/tools/dist/internal/debversion"
 )
 
 func main() {
@@ -56,7 +58,7 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		v, err := debianVersion(*describe, t)
+		v, err := debversion.FromDescribe(*describe, t)
 		if err != nil {
 			return usageError{err}
 		}
@@ -83,10 +85,10 @@ func buildDeb(s debSpec, goarch, epoch, out string, stdout io.Writer) error {
 	if s.MTime, err = parseEpoch(epoch); err != nil {
 		return err
 	}
-	if s.Arch, err = debianArch(goarch); err != nil {
+	if s.Arch, err = debversion.Arch(goarch); err != nil {
 		return usageError{err}
 	}
-	if !debianUpstream.MatchString(s.Version) {
+	if !debversion.Valid(s.Version) {
 		return usageError{fmt.Errorf("invalid --version %q: not a Debian version", s.Version)}
 	}
 	if s.Binary == "" {

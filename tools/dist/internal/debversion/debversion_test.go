@@ -1,4 +1,4 @@
-package main
+package debversion
 
 import (
 	"os/exec"
@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-func TestDebianVersion(t *testing.T) {
+func TestFromDescribe(t *testing.T) {
 	at := time.Date(2026, 12, 5, 13, 6, 18, 0, time.UTC)
 	tests := []struct {
 		describe, want string
@@ -25,23 +25,23 @@ func TestDebianVersion(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.describe, func(t *testing.T) {
-			got, err := debianVersion(tt.describe, at)
+			got, err := FromDescribe(tt.describe, at)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if got != tt.want {
-				t.Errorf("debianVersion(%q) = %q, want %q", tt.describe, got, tt.want)
+				t.Errorf("FromDescribe(%q) = %q, want %q", tt.describe, got, tt.want)
 			}
 		})
 	}
 }
 
-func TestDebianVersionRefusesNonVersionTags(t *testing.T) {
+func TestFromDescribeRefusesNonVersionTags(t *testing.T) {
 	for _, describe := range []string{"release-1", "vfoo", "v1.2 beta", "", "-dirty"} {
 		t.Run(describe, func(t *testing.T) {
-			_, err := debianVersion(describe, time.Unix(0, 0))
+			_, err := FromDescribe(describe, time.Unix(0, 0))
 			if err == nil {
-				t.Fatalf("debianVersion(%q) succeeded, want an error", describe)
+				t.Fatalf("FromDescribe(%q) succeeded, want an error", describe)
 			}
 			if describe != "" && !strings.Contains(err.Error(), describe) {
 				t.Errorf("error %q does not name %q", err, describe)
@@ -50,9 +50,9 @@ func TestDebianVersionRefusesNonVersionTags(t *testing.T) {
 	}
 }
 
-// TestDebianVersionsSort checks with dpkg itself that the versions sort in
+// TestFromDescribesSort checks with dpkg itself that the versions sort in
 // the order the commits were made.
-func TestDebianVersionsSort(t *testing.T) {
+func TestFromDescribesSort(t *testing.T) {
 	if _, err := exec.LookPath("dpkg"); err != nil {
 		t.Skip("dpkg not installed")
 	}
@@ -73,7 +73,7 @@ func TestDebianVersionsSort(t *testing.T) {
 	}
 	var prev string
 	for _, o := range ordered {
-		v, err := debianVersion(o.describe, o.at)
+		v, err := FromDescribe(o.describe, o.at)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -86,13 +86,13 @@ func TestDebianVersionsSort(t *testing.T) {
 	}
 }
 
-func TestDebianArch(t *testing.T) {
+func TestArch(t *testing.T) {
 	for goarch, want := range map[string]string{"amd64": "amd64", "arm64": "arm64", "arm": "armhf", "386": "i386", "ppc64le": "ppc64el"} {
-		if got, err := debianArch(goarch); err != nil || got != want {
-			t.Errorf("debianArch(%q) = %q, %v; want %q", goarch, got, err, want)
+		if got, err := Arch(goarch); err != nil || got != want {
+			t.Errorf("Arch(%q) = %q, %v; want %q", goarch, got, err, want)
 		}
 	}
-	if _, err := debianArch("wasm"); err == nil || !strings.Contains(err.Error(), "wasm") {
-		t.Errorf("debianArch(wasm) error = %v, want one naming wasm", err)
+	if _, err := Arch("wasm"); err == nil || !strings.Contains(err.Error(), "wasm") {
+		t.Errorf("Arch(wasm) error = %v, want one naming wasm", err)
 	}
 }

@@ -1,4 +1,6 @@
-package main
+// Package debversion turns git's description of a commit into a Debian
+// package version, and Go architecture names into Debian's.
+package debversion
 
 import (
 	"fmt"
@@ -14,12 +16,12 @@ var (
 	// describeHashOnly matches `git describe --always` output when no tag
 	// is reachable: the abbreviated commit hash alone.
 	describeHashOnly = regexp.MustCompile(`^[0-9a-f]{4,40}$`)
-	// debianUpstream is what Debian policy allows for an upstream version
+	// upstream is what Debian policy allows for an upstream version
 	// without a Debian revision (so no hyphen).
-	debianUpstream = regexp.MustCompile(`^[0-9][A-Za-z0-9.+~]*$`)
+	upstream = regexp.MustCompile(`^[0-9][A-Za-z0-9.+~]*$`)
 )
 
-// debianVersion turns the output of `git describe --tags --always --dirty`
+// FromDescribe turns the output of `git describe --tags --always --dirty`
 // into a Debian package version that sorts the way the commits were made:
 //
 //	v1.2.0                   → 1.2.0
@@ -30,7 +32,7 @@ var (
 //
 // commitTime is the time of the commit described; it orders builds from
 // before the first tag.
-func debianVersion(describe string, commitTime time.Time) (string, error) {
+func FromDescribe(describe string, commitTime time.Time) (string, error) {
 	d, dirty := strings.CutSuffix(describe, "-dirty")
 	var v string
 	switch {
@@ -57,7 +59,7 @@ func debianVersion(describe string, commitTime time.Time) (string, error) {
 			v += "+dirty"
 		}
 	}
-	if !debianUpstream.MatchString(v) {
+	if !upstream.MatchString(v) {
 		return "", fmt.Errorf("git describe %q gives %q, not a valid Debian version", describe, v)
 	}
 	return v, nil
@@ -70,14 +72,14 @@ func tagVersion(tag string) (string, error) {
 	v := strings.TrimPrefix(tag, "v")
 	v = strings.Replace(v, "-", "~", 1)
 	v = strings.ReplaceAll(v, "-", ".")
-	if !debianUpstream.MatchString(v) {
+	if !upstream.MatchString(v) {
 		return "", fmt.Errorf("tag %q is not a version (want vMAJOR.MINOR.PATCH[-PRERELEASE])", tag)
 	}
 	return v, nil
 }
 
-// debianArch returns Debian's name for a Go GOARCH.
-func debianArch(goarch string) (string, error) {
+// Arch returns Debian's name for a Go GOARCH.
+func Arch(goarch string) (string, error) {
 	switch goarch {
 	case "amd64", "arm64", "riscv64", "s390x", "mips64le", "ppc64":
 		return goarch, nil
@@ -92,3 +94,6 @@ func debianArch(goarch string) (string, error) {
 	}
 	return "", fmt.Errorf("GOARCH %q has no Debian architecture name here", goarch)
 }
+
+// Valid reports whether v is a Debian version without a Debian revision.
+func Valid(v string) bool { return upstream.MatchString(v) }
