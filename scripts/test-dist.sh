@@ -197,7 +197,8 @@ port=$(free_port)
 http=$(free_port)
 "${B[@]}" run --network host "$ctr" -- /usr/bin/metalbond server --listen "[::1]:$port" --http "[::1]:$http" \
 	>"$work/image-server.log" 2>&1 &
-pids+=($!)
+run_pid=$!
+pids+=($run_pid)
 wait_for "server in the image answering on [::1]:$http" 120 "$binary" peers --http "[::1]:$http"
 spid=$(ss -Htlnp "sport = :$port" | grep -Eo 'pid=[0-9]+' | head -n 1 | cut -d= -f2)
 [ -n "$spid" ] || fail "no process listens on [::1]:$port"
@@ -229,7 +230,7 @@ wait "$apid" || fail "announcing client did not stop cleanly: $(cat "$work/clien
 no_route() { ! has_route "$1"; }
 wait_for "withdrawal of 23#10.0.23.0/24 at the subscriber after the announcer's clean stop" 60 no_route "$bhttp"
 kill "$spid"
-wait "${pids[0]}" || true
+wait "$run_pid" || fail "server in the image did not stop cleanly on SIGTERM: $(cat "$work/image-server.log")"
 
 step "images: the host image"
 himg=$("${B[@]}" pull --quiet "oci-archive:$host_oci") || fail "buildah pull oci-archive:$host_oci"
