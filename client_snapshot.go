@@ -82,6 +82,17 @@ func (c *Client) Peers() []PeerInfo {
 			pi.State = session.State(cc.state.Load()).String()
 		}
 		pi.Routes = c.recv.CountSources(c.sources(cc)...)
+		pi.Held = c.heldSessions(cc)
+		if len(pi.Held) > 0 {
+			ids := make([]routetable.SourceID, len(pi.Held))
+			for i, h := range pi.Held {
+				ids[i] = routetable.SourceID(h.ID)
+				if h.Until.After(pi.StaleUntil) {
+					pi.StaleUntil = h.Until
+				}
+			}
+			pi.HeldRoutes = c.recv.CountSources(ids...)
+		}
 		out = append(out, pi)
 	}
 	return out
@@ -102,6 +113,17 @@ func (c *Client) sources(cc *clientConn) []routetable.SourceID {
 	}
 	c.mu.Unlock()
 	return ids
+}
+
+// heldSessions returns the earlier sessions of cc whose routes are kept.
+func (c *Client) heldSessions(cc *clientConn) []HeldSession {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []HeldSession
+	for _, ss := range cc.stale {
+		out = append(out, HeldSession{ID: uint32(ss.id), Until: ss.until})
+	}
+	return out
 }
 
 // ClientStats are counters of a Client.

@@ -12,6 +12,7 @@ import (
 type staleSession struct {
 	id     routetable.SourceID
 	timer  *time.Timer
+	until  time.Time          // when the timer withdraws the routes
 	synced map[route.VNI]bool // VNIs re-synced by a later session
 }
 
@@ -34,7 +35,7 @@ func (c *Client) sessionDown(cc *clientConn, id routetable.SourceID, keep time.D
 		}
 	}
 	if keep > 0 && wasUp {
-		ss := &staleSession{id: id, synced: make(map[route.VNI]bool)}
+		ss := &staleSession{id: id, until: time.Now().Add(keep), synced: make(map[route.VNI]bool)}
 		cc.stale = append(cc.stale, ss)
 		c.staleTimers.Add(1)
 		ss.timer = time.AfterFunc(keep, func() {

@@ -20,10 +20,11 @@ type stalePeer struct {
 	announced map[route.VNI]*vniState
 	timer     *time.Timer
 	log       *slog.Logger
-	// name, remote and until are for Peers: the peer's HELLO name, the
-	// address of its ended session, and when its routes go.
-	name, remote string
-	until        time.Time
+	// name, identity, remote and until are for Peers: the peer's HELLO
+	// name, its authenticated identity, the address of its ended session,
+	// and when its routes go.
+	name, identity, remote string
+	until                  time.Time
 }
 
 // peerKey identifies a peer across reconnects: the name it gives in HELLO,
@@ -70,6 +71,9 @@ func (s *Server) keepStale(p *serverPeer, keep time.Duration) {
 	key := p.key()
 	sp := &stalePeer{id: p.id, announced: announced, log: p.log,
 		name: h.Name, remote: p.sess.RemoteAddr().String(), until: time.Now().Add(keep)}
+	if p.perms != nil {
+		sp.identity = p.perms.Identity()
+	}
 	s.staleMu.Lock()
 	s.stale[key] = append(s.stale[key], sp)
 	sp.timer = time.AfterFunc(keep, func() {
@@ -270,8 +274,9 @@ func (s *Server) stalePeerInfos() []PeerInfo {
 	s.staleMu.Unlock()
 	out := make([]PeerInfo, 0, len(all))
 	for _, sp := range all {
+		n := countSource(sp.id, sp.announced)
 		out = append(out, PeerInfo{ID: uint32(sp.id), Remote: sp.remote, Direction: "inbound", State: "STALE",
-			Name: sp.name, Routes: countSource(sp.id, sp.announced), StaleUntil: sp.until})
+			Name: sp.name, Identity: sp.identity, Routes: n, HeldRoutes: n, StaleUntil: sp.until})
 	}
 	return out
 }

@@ -61,8 +61,22 @@ type PeerInfo struct {
 	BacklogBytes int
 	// StaleUntil is set, on a server, for a peer whose session ended while
 	// graceful restart was negotiated (State "STALE"): its Routes are held
-	// for its return until then.
+	// for its return until then. On a client it is the latest end of Held.
 	StaleUntil time.Time
+	// Held are, on a client, the server's earlier sessions whose routes are
+	// still kept (graceful restart or ClientConfig.GracePeriod), and
+	// HeldRoutes the routes kept from them (some may also have come again
+	// over the current session). On a server, a STALE peer's HeldRoutes
+	// are its Routes.
+	Held       []HeldSession
+	HeldRoutes int
+}
+
+// HeldSession is an ended session whose routes are kept until Until, or
+// until a later session of the same peer has re-sent its table.
+type HeldSession struct {
+	ID    uint32
+	Until time.Time
 }
 
 func fillSessionInfo(pi *PeerInfo, sess *session.Session) {

@@ -292,6 +292,20 @@ func TestEndToEnd(t *testing.T) {
 	if len(peers.Peers) != 2 || peers.Peers[0].State != "ESTABLISHED" || peers.Peers[1].State != "ESTABLISHED" {
 		t.Errorf("peers: %+v", peers)
 	}
+	names := map[string]bool{}
+	for _, p := range peers.Peers {
+		names[p.Name] = true
+	}
+	if !names["hv-a"] || !names["hv-b"] {
+		t.Errorf("peers JSON lacks the clients' names hv-a and hv-b: %+v", peers)
+	}
+	out, err = exec.Command(bin, "peers", "--http", srvHTTP).Output()
+	if err != nil {
+		t.Fatalf("metalbond peers: %v", err)
+	}
+	if table := string(out); !strings.Contains(table, " NAME ") || !strings.Contains(table, "hv-a") || !strings.Contains(table, "hv-b") {
+		t.Errorf("metalbond peers table lacks the NAME column or the names hv-a, hv-b:\n%s", table)
+	}
 	// A query against nothing is a runtime failure: exit 1.
 	err = exec.Command(bin, "peers", "--http", "127.0.0.1:1").Run()
 	if ee := (*exec.ExitError)(nil); !errors.As(err, &ee) || ee.ExitCode() != exitRuntime {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -223,7 +224,7 @@ func runtimeErr(err error) error {
 
 func printPeers(w io.Writer, peers []httpapi.PeerJSON) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tREMOTE\tDIRECTION\tSTATE\tUPTIME\tKEEPALIVE\tSUBSCRIPTIONS\tROUTES\tUPDATES IN\tUPDATES OUT\tQUEUE")
+	fmt.Fprintln(tw, "ID\tREMOTE\tNAME\tDIRECTION\tSTATE\tUPTIME\tKEEPALIVE\tSUBSCRIPTIONS\tROUTES\tUPDATES IN\tUPDATES OUT\tQUEUE")
 	for _, p := range peers {
 		uptime := "-"
 		if p.EstablishedAt != nil {
@@ -238,10 +239,11 @@ func printPeers(w io.Writer, peers []httpapi.PeerJSON) error {
 			state += " (paced)"
 		}
 		if p.StaleUntil != nil {
-			state += " until " + p.StaleUntil.Local().Format("15:04:05")
+			state += fmt.Sprintf(" (%d held until %s)", p.HeldRoutes, p.StaleUntil.Local().Format("15:04:05"))
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n",
-			p.ID, p.Remote, p.Direction, state, uptime, keepalive, vniList(p.Subscriptions),
+		name := cmp.Or(p.Name, p.Identity, "-")
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n",
+			p.ID, p.Remote, name, p.Direction, state, uptime, keepalive, vniList(p.Subscriptions),
 			p.Routes, p.UpdatesReceived, p.UpdatesSent, formatBytes(p.QueueBytes))
 	}
 	return tw.Flush()
@@ -257,7 +259,14 @@ func printRoutes(w io.Writer, routes []httpapi.RouteJSON) error {
 		}
 		from := make([]string, 0, len(r.Peers))
 		for _, p := range r.Peers {
-			from = append(from, p.Remote)
+			f := p.Remote
+			if p.Name != "" {
+				f = p.Name + "(" + p.Remote + ")"
+			}
+			if p.HeldUntil != nil {
+				f += "(held until " + p.HeldUntil.Local().Format("15:04:05") + ")"
+			}
+			from = append(from, f)
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\n", r.VNI, r.Prefix, r.NextHop.Address, r.NextHop.Type,
 			r.NextHop.TargetVNI, ports, strings.Join(from, ","))

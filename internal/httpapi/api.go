@@ -19,8 +19,12 @@ const (
 
 // PeerJSON is one peer in /api/v1/peers.
 type PeerJSON struct {
-	ID               uint32            `json:"id"`
-	Remote           string            `json:"remote"`
+	ID     uint32 `json:"id"`
+	Remote string `json:"remote"`
+	// Name is the name the peer gave in its HELLO (empty for plain v1
+	// peers); Identity its authenticated TLS identity, if any.
+	Name             string            `json:"name,omitempty"`
+	Identity         string            `json:"identity,omitempty"`
 	Local            string            `json:"local,omitempty"`
 	Direction        string            `json:"direction"`
 	State            string            `json:"state"`
@@ -38,7 +42,19 @@ type PeerJSON struct {
 	BacklogBytes     int               `json:"backlog_bytes"`
 	// StaleUntil is set for a peer whose routes are held for its graceful
 	// restart (state STALE) until then.
+	// On a client, it is the latest end of Held.
 	StaleUntil *time.Time `json:"stale_until,omitempty"`
+	// HeldRoutes counts the routes kept for the peer's graceful restart
+	// (server, state STALE) or from the server's earlier sessions (client,
+	// listed in Held).
+	HeldRoutes int        `json:"held_routes"`
+	Held       []HeldJSON `json:"held,omitempty"`
+}
+
+// HeldJSON is an ended session whose routes are kept until Until.
+type HeldJSON struct {
+	ID    uint32    `json:"id"`
+	Until time.Time `json:"until"`
 }
 
 // PeersJSON is the body of /api/v1/peers.
@@ -72,6 +88,11 @@ type NextHopJSON struct {
 type PeerRef struct {
 	ID     uint32 `json:"id"`
 	Remote string `json:"remote"`
+	// Name is the peer's HELLO name or TLS identity, if it gave one.
+	Name string `json:"name,omitempty"`
+	// HeldUntil is set when the route is held from an ended session (for
+	// graceful restart) until then.
+	HeldUntil *time.Time `json:"held_until,omitempty"`
 }
 
 // RouteJSON is one route in /api/v1/routes.
@@ -159,6 +180,9 @@ func peerJSON(p metalbond.PeerInfo, now time.Time) PeerJSON {
 	j := PeerJSON{
 		ID:               p.ID,
 		Remote:           p.Remote,
+		Name:             p.Name,
+		Identity:         p.Identity,
+		HeldRoutes:       p.HeldRoutes,
 		Local:            p.Local,
 		Direction:        p.Direction,
 		State:            p.State,
@@ -181,6 +205,9 @@ func peerJSON(p metalbond.PeerInfo, now time.Time) PeerJSON {
 	if !p.StaleUntil.IsZero() {
 		t := p.StaleUntil
 		j.StaleUntil = &t
+	}
+	for _, h := range p.Held {
+		j.Held = append(j.Held, HeldJSON{ID: h.ID, Until: h.Until})
 	}
 	if j.Subscriptions == nil {
 		j.Subscriptions = []route.VNI{}
@@ -282,7 +309,7 @@ func (h *handler) routePage(q routeQuery) RoutesJSON {
 		vnis = []route.VNI{q.vni}
 	}
 	var (
-		names   map[uint32]string
+		names   map[uint32]PeerRef
 		scratch []byte
 		ok      bool
 		all     = q.filter.empty()
@@ -311,14 +338,14 @@ func (h *handler) routePage(q routeQuery) RoutesJSON {
 	return out
 }
 
-func routeJSON(ri metalbond.RouteInfo, names map[uint32]string) RouteJSON {
+func routeJSON(ri metalbond.RouteInfo, names map[uint32]PeerRef) RouteJSON {
 	j := RouteJSON{VNI: ri.VNI, Prefix: ri.Prefix.String(), NextHop: nextHopJSON(ri.NextHop), Peers: make([]PeerRef, 0, len(ri.Peers))}
 	for _, id := range ri.Peers {
-		name, ok := names[id]
+		ref, ok := names[id]
 		if !ok {
-			name = "(disconnected)"
+			ref = PeerRef{ID: id, Remote: "(disconnected)"}
 		}
-		j.Peers = append(j.Peers, PeerRef{ID: id, Remote: name})
+		j.Peers = append(j.Peers, ref)
 	}
 	return j
 }

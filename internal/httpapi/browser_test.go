@@ -131,8 +131,8 @@ func TestBrowser(t *testing.T) {
 		t.Errorf("peers table: %d rows:\n%s", n, peersText)
 	}
 	for _, p := range e.Server.Peers() {
-		if !strings.Contains(peersText, p.Remote) {
-			t.Errorf("peers table lacks %s", p.Remote)
+		if !strings.Contains(peersText, p.Remote) || p.Name == "" || !strings.Contains(peersText, p.Name) {
+			t.Errorf("peers table lacks %s or its name %q", p.Remote, p.Name)
 		}
 	}
 	if n := count("#routes tbody tr"); n != DefaultLimit || !strings.Contains(text("#routes tbody"), "10.0.0.0/32") {

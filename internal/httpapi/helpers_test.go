@@ -29,8 +29,17 @@ type testbed struct {
 // newTestbed starts a server; everything stops at the end of the test.
 func newTestbed(tb testing.TB) *testbed {
 	tb.Helper()
+	return newTestbedWith(tb, metalbond.ServerConfig{})
+}
+
+// newTestbedWith starts a server with cfg (Keepalive 1 s if unset).
+func newTestbedWith(tb testing.TB, cfg metalbond.ServerConfig) *testbed {
+	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := metalbond.NewServer(metalbond.ServerConfig{Keepalive: time.Second})
+	if cfg.Keepalive == 0 {
+		cfg.Keepalive = time.Second
+	}
+	srv, err := metalbond.NewServer(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -55,7 +64,17 @@ func newTestbed(tb testing.TB) *testbed {
 // waits until it is established.
 func (e *testbed) client(subs []route.VNI, routes ...route.Route) *metalbond.Client {
 	e.tb.Helper()
-	c, err := metalbond.NewClient(metalbond.ClientConfig{Servers: []string{e.Addr}, Keepalive: time.Second, RetryMin: 10 * time.Millisecond})
+	return e.clientWith(nil, subs, routes...)
+}
+
+// clientWith is client with a configuration changed by mod, if not nil.
+func (e *testbed) clientWith(mod func(*metalbond.ClientConfig), subs []route.VNI, routes ...route.Route) *metalbond.Client {
+	e.tb.Helper()
+	cfg := metalbond.ClientConfig{Servers: []string{e.Addr}, Keepalive: time.Second, RetryMin: 10 * time.Millisecond}
+	if mod != nil {
+		mod(&cfg)
+	}
+	c, err := metalbond.NewClient(cfg)
 	if err != nil {
 		e.tb.Fatal(err)
 	}

@@ -180,11 +180,22 @@ func (h *handler) error(w http.ResponseWriter, code int, msg string) {
 	json.NewEncoder(w).Encode(ErrorJSON{Error: msg})
 }
 
-// peerName returns a short description of a peer for route listings.
-func peerNames(peers []metalbond.PeerInfo) map[uint32]string {
-	m := make(map[uint32]string, len(peers))
+// peerNames describes the peers, by session ID, for route listings: their
+// address and name, and until when a route from an ended session is held
+// (a STALE peer of a server; a client's earlier sessions of a server).
+func peerNames(peers []metalbond.PeerInfo) map[uint32]PeerRef {
+	m := make(map[uint32]PeerRef, len(peers))
 	for _, p := range peers {
-		m[p.ID] = cmp.Or(p.Remote, "?")
+		ref := PeerRef{ID: p.ID, Remote: cmp.Or(p.Remote, "?"), Name: cmp.Or(p.Name, p.Identity)}
+		if p.State == "STALE" && !p.StaleUntil.IsZero() {
+			t := p.StaleUntil
+			ref.HeldUntil = &t
+		}
+		m[p.ID] = ref
+		for _, h := range p.Held { // may be p.ID itself while p reconnects
+			t := h.Until
+			m[h.ID] = PeerRef{ID: h.ID, Remote: ref.Remote, Name: ref.Name, HeldUntil: &t}
+		}
 	}
 	return m
 }

@@ -181,7 +181,7 @@ func TestPeersAPI(t *testing.T) {
 	if len(raw["peers"]) != 3 {
 		t.Fatalf("%d peers, want 3", len(raw["peers"]))
 	}
-	wantKeys := []string{"backlog_bytes", "direction", "established_at", "id", "keepalive_seconds", "local", "messages_received",
+	wantKeys := []string{"backlog_bytes", "direction", "established_at", "held_routes", "id", "keepalive_seconds", "local", "messages_received", "name",
 		"paced", "paced_seconds", "queue_bytes", "remote", "routes", "state", "subscriptions", "updates_received", "updates_sent",
 		"uptime_seconds"}
 	for _, p := range raw["peers"] {

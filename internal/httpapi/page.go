@@ -236,10 +236,18 @@ func formatNextHop(nh NextHopJSON) string {
 	return s
 }
 
+// formatPeers renders the peers a route came from: "name (address)", and
+// "held until 15:04:05" for a route held from an ended session.
 func formatPeers(ps []PeerRef) string {
 	s := make([]string, len(ps))
 	for i, p := range ps {
 		s[i] = p.Remote
+		if p.Name != "" {
+			s[i] = p.Name + " (" + p.Remote + ")"
+		}
+		if p.HeldUntil != nil {
+			s[i] += " held until " + p.HeldUntil.Format("15:04:05")
+		}
 	}
 	return strings.Join(s, ", ")
 }

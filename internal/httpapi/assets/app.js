@@ -32,6 +32,8 @@
     if (n < 1 << 20) return (n / 1024).toFixed(1) + " KiB";
     return (n / (1 << 20)).toFixed(1) + " MiB";
   }
+  // clock renders a timestamp as HH:MM:SS in the browser's time zone.
+  const clock = (t) => new Date(t).toLocaleTimeString("en-GB", { hour12: false });
   const vniList = (v) => (v && v.length ? v.join(", ") : "–");
 
   // el builds an element; strings become text nodes, never HTML.
@@ -95,16 +97,16 @@
 
   function renderPeers(peers) {
     fill($("peers").tBodies[0], peers.map((p) => el("tr", null,
-      td(p.id, "num"), td(p.remote, "mono"), td(p.direction),
+      td(p.id, "num"), td(p.remote, "mono"), td(p.name || p.identity || "–", "name"), td(p.direction),
       el("td", null, el("span", { class: "state s-" + p.state }, p.state),
-        p.stale_until ? el("span", { class: "paced", title: "routes held for the peer's graceful restart" }, "until " + new Date(p.stale_until).toLocaleTimeString()) : null,
+        p.stale_until ? el("span", { class: "paced", title: thousands(p.held_routes) + " routes held for the peer's graceful restart" }, "held until " + clock(p.stale_until)) : null,
         p.paced ? el("span", { class: "paced", title: "plain v1 peer, writes paced; unread at most " + bytes(p.backlog_bytes) }, "paced") : null),
       td(p.established_at ? duration(p.uptime_seconds) : "–", "num"),
       td(p.keepalive_seconds ? p.keepalive_seconds + "s" : "–", "num"),
       td(vniList(p.subscriptions)),
       td(thousands(p.routes), "num"), td(thousands(p.updates_received), "num"),
       td(thousands(p.updates_sent), "num"), td(bytes(p.queue_bytes), "num"),
-    )), 11, "No peers.");
+    )), 12, "No peers.");
   }
 
   function renderVNIs(vnis) {
@@ -127,6 +129,13 @@
     sel.value = state.vni;
   }
 
+  // peerRef renders a peer a route came from, as the server renders it.
+  function peerRef(p) {
+    let s = p.name ? p.name + " (" + p.remote + ")" : p.remote;
+    if (p.held_until) s += " held until " + clock(p.held_until);
+    return s;
+  }
+
   function routeQuery() {
     const p = new URLSearchParams();
     if (state.vni) p.set("vni", state.vni);
@@ -142,7 +151,7 @@
       el("td", null, el("span", { class: "type t-" + r.nexthop.type }, r.nexthop.type)),
       td(r.nexthop.target_vni, "num"),
       td(r.nexthop.type === "NAT" ? r.nexthop.nat_port_from + "–" + r.nexthop.nat_port_to : "–", "num"),
-      td(r.peers.map((p) => p.remote).join(", "), "mono"),
+      td(r.peers.map(peerRef).join(", "), "mono"),
     )), 7, "No matching routes.");
     const first = page.total === 0 ? 0 : page.offset + 1;
     const last = page.offset + page.routes.length;
