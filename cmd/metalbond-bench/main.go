@@ -10,7 +10,8 @@
 //	metalbond-bench -scenario many -C 10000 -V 10 -R 10 -o json
 //	metalbond-bench -scenario join -server [::1]:4711 -server-pid 1234
 //
-// Run with -h for every flag. The hidden first argument "serve" runs the
+// Run with -h for what each scenario does, its defaults, how to read the
+// result table, and every flag. The hidden first argument "serve" runs the
 // child server (see bench.ServeMain).
 package main
 
@@ -48,6 +49,7 @@ func main() {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, error) {
 	fs := flag.NewFlagSet("metalbond-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() { usage(fs.Output(), fs) }
 	var cfg bench.Config
 	scenario := fs.String("scenario", "fanout", "scenarios to run, comma-separated: "+strings.Join(bench.Scenarios, ", ")+", or all")
 	fs.IntVar(&cfg.N, "N", 0, "routes (fanout, join, install, memory; window size in churn); 0: scenario default")
