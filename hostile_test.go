@@ -150,8 +150,11 @@ func TestHostileKeepaliveFlood(t *testing.T) {
 				}
 			}
 			waitFor(t, func() bool { return srv.Stats().SlowPeersDropped == 1 && len(srv.Peers()) == 0 })
-			if maxQueue > 64 {
-				t.Errorf("send queue of the flooding peer reached %d bytes, want at most 64", maxQueue)
+			// Every KEEPALIVE is answered: at most 64 answers wait (then
+			// the peer is closed) and as many may be in the writer's
+			// hands, 4 bytes each, beside the handshake's answers.
+			if bound := 2*64*4 + 64; maxQueue > bound {
+				t.Errorf("send queue of the flooding peer reached %d bytes, want at most %d", maxQueue, bound)
 			}
 			checkHeapGrowth(t, before, 16)
 			checkServed(t, addr, servedVNI)
