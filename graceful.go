@@ -184,12 +184,7 @@ func (p *serverPeer) loadStale() {
 	list := slices.Clone(s.stale[sh.key])
 	s.staleMu.Unlock()
 	for _, sp := range list {
-		n := 0
-		for _, st := range sp.announced {
-			st.mu.Lock()
-			n += st.routes.SourceLen(sp.id)
-			st.mu.Unlock()
-		}
+		n := countSource(sp.id, sp.announced)
 		sh.ids, sh.counts, sh.routes = append(sh.ids, sp.id), append(sh.counts, n), sh.routes+n
 	}
 	p.stale = sh

@@ -162,6 +162,23 @@ func TestHostileKeepaliveFlood(t *testing.T) {
 	}
 }
 
+// sendPerVNI sends n UPDATEs with action, of one route in each of VNIs 1
+// to n, in writes of about 64 KiB.
+func sendPerVNI(t *testing.T, conn net.Conn, action wire.Action, n int) {
+	t.Helper()
+	var b []byte
+	for i := range n {
+		r := mustRoute(t, "1#10.0.0.0/8#2001:db8::1")
+		r.VNI = route.VNI(i + 1)
+		b = wire.AppendUpdate(b, action, r)
+		if len(b) > 64<<10 {
+			conn.Write(b)
+			b = b[:0]
+		}
+	}
+	conn.Write(b)
+}
+
 // TestHostileRemovesOfUnknownRoutes: 300,000 REMOVEs of routes that do not
 // exist, one per VNI, leave no VNI state and less than 16 MiB of heap.
 func TestHostileRemovesOfUnknownRoutes(t *testing.T) {
@@ -169,17 +186,7 @@ func TestHostileRemovesOfUnknownRoutes(t *testing.T) {
 	before := heapInUse()
 	p := dialRaw(t, addr)
 	const n = 300_000
-	var b []byte
-	for i := range n {
-		r := mustRoute(t, "1#10.0.0.0/8#2001:db8::1")
-		r.VNI = route.VNI(i + 1)
-		b = wire.AppendUpdate(b, wire.ActionRemove, r)
-		if len(b) > 64<<10 {
-			p.conn.Write(b)
-			b = b[:0]
-		}
-	}
-	p.conn.Write(b)
+	sendPerVNI(t, p.conn, wire.ActionRemove, n)
 	waitMessages(t, srv, "UPDATE", n)
 	if v := srv.VNIs(); len(v) != 0 {
 		t.Errorf("server knows %d VNIs after REMOVEs of nothing, want 0", len(v))
@@ -201,17 +208,7 @@ func TestHostileRefusedAdds(t *testing.T) {
 	p := dialRaw(t, addr)
 	const n = 200_000
 	start := time.Now()
-	var b []byte
-	for i := range n {
-		r := mustRoute(t, "1#10.0.0.0/8#2001:db8::1")
-		r.VNI = route.VNI(i + 1)
-		b = wire.AppendUpdate(b, wire.ActionAdd, r)
-		if len(b) > 64<<10 {
-			p.conn.Write(b)
-			b = b[:0]
-		}
-	}
-	p.conn.Write(b)
+	sendPerVNI(t, p.conn, wire.ActionAdd, n)
 	waitMessages(t, srv, "UPDATE", n)
 	elapsed := time.Since(start)
 	if v := srv.VNIs(); len(v) != 50 {
